@@ -1,0 +1,164 @@
+"""The encoder registry: name → encoder class, constructor params and pretrained settings.
+
+Adding a family means one module that defines a ``{name: EncoderEntry}`` dict plus
+one line in ``_FAMILIES`` below. Users add their own with :func:`register_encoder`.
+Any timm backbone is available as ``tu-<timm name>`` without registration.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+from torch import nn
+
+from segexport.errors import InvalidInputError, unknown
+
+from ._base import EncoderEntry
+from .efficientnet import efficientnet_encoders
+from .mix_transformer import mix_transformer_encoders
+from .mobilenet import mobilenet_encoders
+from .resnet import resnet_encoders
+from .timm_efficientnet import timm_efficientnet_encoders
+from .weights import PretrainedSettings, fetch_pretrained, load_state_dict_file
+
+TIMM_PREFIX = "tu-"
+
+
+_FAMILIES: tuple[dict[str, EncoderEntry], ...] = (
+    resnet_encoders,
+    mobilenet_encoders,
+    efficientnet_encoders,
+    timm_efficientnet_encoders,
+    mix_transformer_encoders,
+)
+
+ENCODERS: dict[str, EncoderEntry] = {name: entry for family in _FAMILIES for name, entry in family.items()}
+
+
+def register_encoder(
+    name: str,
+    cls: type[nn.Module],
+    params: dict[str, Any] | None = None,
+    pretrained: dict[str, PretrainedSettings] | None = None,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Make ``cls(**params, depth=...)`` available as encoder ``name`` in every architecture."""
+    if name.startswith(TIMM_PREFIX):
+        raise InvalidInputError(f"Encoder names starting with {TIMM_PREFIX!r} are reserved for timm models; got {name!r}.")
+    if name in ENCODERS and not overwrite:
+        raise InvalidInputError(f"Encoder {name!r} is already registered; pass overwrite=True to replace it.")
+    ENCODERS[name] = EncoderEntry(cls, dict(params or {}), dict(pretrained or {}))
+
+
+def list_encoders() -> list[str]:
+    """Registered encoder names (timm models come on top as ``tu-<name>``)."""
+    return sorted(ENCODERS)
+
+
+def get_entry(name: str) -> EncoderEntry:
+    if name not in ENCODERS:
+        raise unknown("encoder", name, [*ENCODERS, "tu-<any timm model>"])
+    return ENCODERS[name]
+
+
+def get_encoder(
+    name: str,
+    in_channels: int = 3,
+    depth: int = 5,
+    weights: str | bool | None = None,
+    output_stride: int = 32,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build encoder ``name`` with ``depth`` stages, ``in_channels`` inputs and ``weights``.
+
+    ``weights`` is None (random), a registered name such as ``"imagenet"``, or a
+    path to a local state_dict (.pth/.pt/.safetensors) of this encoder.
+    """
+    if name.startswith(TIMM_PREFIX):
+        from .timm_universal import create_timm_encoder
+
+        return create_timm_encoder(
+            name[len(TIMM_PREFIX) :],
+            in_channels=in_channels,
+            depth=depth,
+            weights=weights,
+            output_stride=output_stride,
+            **kwargs,
+        )
+    entry = get_entry(name)
+    if kwargs:
+        raise InvalidInputError(
+            f"Encoder {name!r} takes no extra keyword arguments; got {', '.join(sorted(kwargs))} "
+            f"(extra encoder kwargs apply to 'tu-' encoders only)."
+        )
+    max_depth = getattr(entry.cls, "max_depth", 5)
+    if not isinstance(depth, int) or not 1 <= depth <= max_depth:
+        raise InvalidInputError(f"encoder_depth {depth!r} is out of range for encoder {name!r}; allowed: 1..{max_depth}.")
+    encoder = entry.cls(**copy.deepcopy(entry.params), depth=depth)
+    state_dict = _resolve_weights(name, entry, weights)
+    if state_dict is not None:
+        load_encoder_state_dict(encoder, state_dict, source=str(weights))
+    if in_channels != 3:
+        if not hasattr(encoder, "set_in_channels"):
+            raise InvalidInputError(f"Encoder {name!r} cannot take in_channels={in_channels}; it only takes 3.")
+        encoder.set_in_channels(in_channels, pretrained=state_dict is not None)
+    if output_stride != 32:
+        if not hasattr(encoder, "make_dilated"):
+            raise InvalidInputError(f"Encoder {name!r} cannot reach output stride {output_stride}; allowed: 32.")
+        encoder.make_dilated(output_stride)
+    return encoder
+
+
+def _resolve_weights(name: str, entry: EncoderEntry, weights: str | bool | None) -> dict | None:
+    if weights is None or weights is False:
+        return None
+    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        return load_state_dict_file(weights)
+    if isinstance(weights, str) and weights in entry.pretrained:
+        return fetch_pretrained(entry.pretrained[weights])
+    allowed = [*entry.pretrained, "None", "<path to a local state_dict>"]
+    raise unknown(f"encoder_weights for encoder {name!r}", weights, allowed)
+
+
+def load_encoder_state_dict(encoder: nn.Module, state_dict: dict, source: str) -> None:
+    """Load encoder weights strictly, ignoring a classifier the encoder does not have."""
+    state_dict = {k.removeprefix("encoder."): v for k, v in state_dict.items()}
+    own = encoder.state_dict()
+    dropped = {k for k in state_dict if k not in own and k.split(".")[0] in ("fc", "classifier", "head", "_fc")}
+    state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise InvalidInputError(
+            f"Weights {source!r} do not fit the encoder: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}."
+        )
+    encoder.load_state_dict(state_dict)
+
+
+def get_pretrained_settings(name: str, weights: str | None = "imagenet") -> PretrainedSettings:
+    """Normalization settings for ``name``: its registered weights, timm's config, or ImageNet's."""
+    if name.startswith(TIMM_PREFIX):
+        from .timm_universal import timm_pretrained_settings
+
+        return timm_pretrained_settings(name[len(TIMM_PREFIX) :])
+    entry = get_entry(name)
+    if isinstance(weights, str) and weights in entry.pretrained:
+        return entry.pretrained[weights]
+    if entry.pretrained:
+        return next(iter(entry.pretrained.values()))
+    return PretrainedSettings()
+
+
+__all__ = [
+    "ENCODERS",
+    "EncoderEntry",
+    "PretrainedSettings",
+    "get_encoder",
+    "get_pretrained_settings",
+    "list_encoders",
+    "load_encoder_state_dict",
+    "register_encoder",
+]

@@ -1,0 +1,61 @@
+"""The architecture registry: name → model class, with SMP's aliases.
+
+Built-in architectures are listed in ``_BUILTIN``; users add theirs with
+:func:`register_architecture`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from segexport.errors import InvalidInputError, unknown
+
+from .base import SegmentationModel
+from .unet import Unet
+
+_BUILTIN: dict[str, type[SegmentationModel]] = {
+    "unet": Unet,
+}
+
+ARCHITECTURES: dict[str, type[SegmentationModel]] = dict(_BUILTIN)
+ALIASES: dict[str, str] = {"unet++": "unetplusplus", "deeplabv3+": "deeplabv3plus"}
+
+
+def canonical_name(name: str) -> str:
+    """The registry key for ``name`` (case-insensitive, aliases resolved)."""
+    key = str(name).lower()
+    return ALIASES.get(key, key)
+
+
+def register_architecture(name: str, cls: type[SegmentationModel], *, overwrite: bool = False) -> None:
+    """Make ``cls`` available to :func:`create_model`, the CLI and the matrix as ``name``."""
+    key = canonical_name(name)
+    if key in ARCHITECTURES and not overwrite:
+        raise InvalidInputError(f"Architecture {key!r} is already registered; pass overwrite=True to replace it.")
+    ARCHITECTURES[key] = cls
+
+
+def list_architectures() -> list[str]:
+    """Registered architecture names, canonical spelling."""
+    return sorted(ARCHITECTURES)
+
+
+def get_architecture(name: str) -> type[SegmentationModel]:
+    """The model class registered as ``name``."""
+    key = canonical_name(name)
+    if key not in ARCHITECTURES:
+        raise unknown("architecture", name, [*ARCHITECTURES, *ALIASES])
+    return ARCHITECTURES[key]
+
+
+def create_model(
+    arch: str,
+    encoder_name: str = "resnet34",
+    encoder_weights: str | None = "imagenet",
+    in_channels: int = 3,
+    classes: int = 1,
+    **kwargs: Any,
+) -> SegmentationModel:
+    """Build architecture ``arch`` by name, as SMP's ``create_model``."""
+    cls = get_architecture(arch)
+    return cls(encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels, classes=classes, **kwargs)
