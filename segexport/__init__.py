@@ -1,1 +1,54 @@
-"""segexport"""
+"""segexport: segmentation models (SMP-compatible) exported to ONNX, TensorRT and TorchScript,
+each artifact validated for parity with eager PyTorch.
+
+Public names are imported lazily so that ``segexport --help`` starts without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "create_model": "segexport.arch.registry",
+    "list_architectures": "segexport.arch.registry",
+    "register_architecture": "segexport.arch.registry",
+    "get_encoder": "segexport.arch.encoders",
+    "list_encoders": "segexport.arch.encoders",
+    "register_encoder": "segexport.arch.encoders",
+    "get_pretrained_settings": "segexport.arch.encoders",
+    "Unet": "segexport.arch.unet",
+    "build": "segexport.pipeline",
+    "verify": "segexport.pipeline",
+    "Bundle": "segexport.bundle",
+    "SegexportError": "segexport.errors",
+    "InvalidInputError": "segexport.errors",
+    "ParityError": "segexport.errors",
+    "ExportError": "segexport.errors",
+}
+
+if TYPE_CHECKING:
+    from segexport.arch.encoders import get_encoder, get_pretrained_settings, list_encoders, register_encoder
+    from segexport.arch.registry import create_model, list_architectures, register_architecture
+    from segexport.arch.unet import Unet
+    from segexport.bundle import Bundle
+    from segexport.errors import ExportError, InvalidInputError, ParityError, SegexportError
+    from segexport.pipeline import build, verify
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'segexport' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = sorted(_LAZY)

@@ -1,0 +1,125 @@
+"""Parity between an artifact and eager PyTorch: the numbers and the pass/fail rule.
+
+A report holds, per output, max/mean absolute error, max relative error, cosine
+similarity and, for the mask, the agreement of the predicted classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+#: Default tolerances per precision (atol, rtol). fp16/int8 are judged on mask agreement.
+TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 1e-2), "int8": (1e-1, 1e-1)}
+#: Minimum class agreement of the mask for precisions that cannot match fp32 numerically.
+MIN_AGREEMENT: dict[str, float] = {"fp32": 0.0, "fp16": 0.995, "int8": 0.98}
+
+
+@dataclass
+class OutputParity:
+    """How closely one output of the artifact reproduces eager PyTorch."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    cosine: float
+    agreement: float | None
+    within_tolerance: bool
+
+
+@dataclass
+class ParityReport:
+    """Per-output figures over all seeded inputs, the tolerances and the verdict."""
+
+    validated_with: str
+    precision: str
+    atol: float
+    rtol: float
+    min_agreement: float
+    input_shapes: list[list[int]]
+    outputs: list[OutputParity] = field(default_factory=list)
+    seed: int = 0
+
+    @property
+    def passed(self) -> bool:
+        for out in self.outputs:
+            if self.precision == "fp32" or out.agreement is None:
+                if not out.within_tolerance:
+                    return False
+            elif out.agreement < self.min_agreement:
+                return False
+        return bool(self.outputs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ParityReport:
+        d = dict(d)
+        d.pop("passed", None)
+        d["outputs"] = [OutputParity(**o) for o in d.get("outputs", [])]
+        return cls(**d)
+
+    def summary(self) -> str:
+        """One line per output, for progress output and error messages."""
+        lines = []
+        for o in self.outputs:
+            agree = f", agreement {o.agreement:.4%}" if o.agreement is not None else ""
+            lines.append(
+                f"{o.name}: max abs {o.max_abs:.3g}, mean abs {o.mean_abs:.3g}, max rel {o.max_rel:.3g}, "
+                f"cosine {o.cosine:.6f}{agree}"
+            )
+        return "; ".join(lines)
+
+
+def class_agreement(actual: np.ndarray, expected: np.ndarray, threshold: float | None) -> float:
+    """Fraction of pixels whose predicted class matches: argmax over channels, or a threshold for 1 class."""
+    if actual.ndim < 2 or not np.issubdtype(expected.dtype, np.floating):
+        return float(np.mean(actual == expected))
+    if expected.shape[1] == 1:
+        t = 0.0 if threshold is None else threshold
+        return float(np.mean((actual > t) == (expected > t)))
+    return float(np.mean(np.argmax(actual, axis=1) == np.argmax(expected, axis=1)))
+
+
+def compare_outputs(
+    name: str,
+    actual: Sequence[np.ndarray],
+    expected: Sequence[np.ndarray],
+    atol: float,
+    rtol: float,
+    *,
+    agreement_threshold: float | None = None,
+    with_agreement: bool = False,
+) -> OutputParity:
+    """Aggregate error figures for one named output across several inputs."""
+    a = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in actual])
+    e = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in expected])
+    diff = np.abs(a - e)
+    denom = np.linalg.norm(a) * np.linalg.norm(e)
+    cosine = float(np.dot(a, e) / denom) if denom > 0 else float(np.array_equal(a, e))
+    agreement = None
+    if with_agreement:
+        weights = [x.size for x in expected]
+        scores = [class_agreement(np.asarray(x), np.asarray(y), agreement_threshold) for x, y in zip(actual, expected)]
+        agreement = float(np.average(scores, weights=weights))
+    return OutputParity(
+        name=name,
+        max_abs=float(diff.max(initial=0.0)),
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        max_rel=float((diff / np.maximum(np.abs(e), 1e-6)).max(initial=0.0)),
+        cosine=cosine,
+        agreement=agreement,
+        within_tolerance=bool(np.all(diff <= atol + rtol * np.abs(e))),
+    )
+
+
+def seeded_inputs(shapes: Sequence[Sequence[int]], seed: int = 0) -> list[np.ndarray]:
+    """Deterministic float32 test inputs (standard normal, like normalized images)."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(s)).astype(np.float32) for s in shapes]

@@ -1,0 +1,90 @@
+"""The contract every target meets: export, validate, describe.
+
+A target turns a prepared (eval, BN-folded, fused-heads) model into files in a
+directory, checks those files in their own runtime against eager references, and
+describes itself for the manifest. The pipeline never branches on target names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from segexport.parity import ParityReport
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Everything a target needs to know about the graph to produce."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    output_names: tuple[str, ...]
+    dynamic: bool = False
+    precision: str = "fp32"
+    opset: int = 18
+    #: H and W must stay multiples of this in dynamic graphs (the model's required stride).
+    stride: int = 1
+    #: Target-specific options (calibration data, shapes for TensorRT profiles, ...).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.in_channels, self.height, self.width)
+
+    def parity_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Input shapes parity runs: the export shape, plus another batch and size when dynamic."""
+        shapes = [self.input_shape]
+        if self.dynamic:
+            step = max(self.stride, 1)
+            shapes.append((self.batch + 1, self.in_channels, self.height + step, self.width + 2 * step))
+        return shapes
+
+
+@dataclass
+class ExportResult:
+    """What a target wrote: the main artifact and every other file, relative to the output dir."""
+
+    artifact: str
+    files: list[str]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: Runs the eager model on numpy inputs and returns one array per output name.
+Reference = Callable[["np.ndarray"], dict[str, "np.ndarray"]]
+
+
+class Target(Protocol):
+    """One backend: ONNX, TorchScript, TensorRT, AOTInductor."""
+
+    name: str
+    precisions: tuple[str, ...]
+
+    def check(self, spec: ExportSpec) -> None:
+        """Raise InvalidInputError before any work when ``spec`` cannot be built here."""
+
+    def export(self, model: nn.Module, spec: ExportSpec, out_dir: Path) -> ExportResult:
+        """Write the artifact for ``model`` into ``out_dir``."""
+
+    def validate(
+        self, out_dir: Path, result: ExportResult, spec: ExportSpec, inputs: Sequence[np.ndarray], reference: Sequence[dict[str, np.ndarray]]
+    ) -> ParityReport:
+        """Run the artifact in its runtime on ``inputs`` and compare with ``reference``."""
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime name and versions for the manifest."""
+
+
+def tensor_info(name: str, shape: Sequence[int | str], dtype: str) -> dict[str, Any]:
+    """A manifest entry for one input or output."""
+    return {"name": name, "shape": list(shape), "dtype": dtype, "layout": "NCHW" if len(shape) == 4 else "NC"}

@@ -1,0 +1,251 @@
+"""ONNX target: a checked, simplified, deterministic ONNX graph run by onnxruntime.
+
+Exporter choice: the dynamo exporter (``torch.onnx.export(dynamo=True)``). The
+legacy TorchScript-based exporter is deprecated and fails on adaptive pooling
+(PSPNet, UPerNet); the dynamo exporter handles every architecture once the model
+code is export-friendly (our export mode pools with size-derived slices instead of
+baking the example's window indices). Dynamic graphs are exported from an example
+with batch 2, because a batch of 1 lets torch.export specialise the batch dim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segexport.errors import ExportError, InvalidInputError
+from segexport.parity import MIN_AGREEMENT, ParityReport, compare_outputs
+
+from .base import ExportResult, ExportSpec, tensor_info
+
+MODEL_FILE = "model.onnx"
+INPUT_NAME = "input"
+DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
+_TWO_GB = 2**31 - 2**20
+MIN_OPSET, MAX_OPSET = 17, 23
+
+
+def export_onnx(model: Any, spec: ExportSpec, path: Path) -> None:
+    """Export ``model`` to ``path`` as a simplified ONNX graph that passes the full checker."""
+    import onnx
+    import torch
+
+    from segexport.arch.base import export_mode
+
+    batch = 2 if spec.dynamic and spec.batch == 1 else spec.batch
+    example = torch.zeros(batch, spec.in_channels, spec.height, spec.width)
+    dynamic_shapes = None
+    if spec.dynamic:
+        dim = torch.export.Dim.DYNAMIC
+        dynamic_shapes = ({axis: dim for axis in DYNAMIC_DIMS},)
+    with warnings.catch_warnings(), export_mode(), torch.no_grad(), _quiet():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=list(spec.output_names),
+                opset_version=spec.opset,
+                dynamic_shapes=dynamic_shapes,
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as exc:  # the exporter raises many internal types
+            raise ExportError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+    proto = program.model_proto
+    proto = simplify(proto)
+    name_dynamic_dims(proto, spec)
+    make_deterministic(proto)
+    save_onnx(proto, path)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"The exported graph fails onnx.checker: {_first_line(exc)}") from exc
+
+
+def simplify(proto: Any) -> Any:
+    """Fold constants and fuse patterns with onnxslim.
+
+    onnxslim over onnxsim: it is pure Python (no build on new Pythons), keeps
+    symbolic dims intact and handles >2 GB graphs; on our models both give the
+    same node counts, and onnxslim is faster.
+    """
+    import onnxslim
+
+    if proto.ByteSize() > _TWO_GB:
+        return proto
+    with warnings.catch_warnings(), _quiet():
+        warnings.simplefilter("ignore")
+        return onnxslim.slim(proto)
+
+
+def name_dynamic_dims(proto: Any, spec: ExportSpec) -> None:
+    """Give dynamic dims readable names (batch, height, width) on graph inputs and 4D outputs."""
+    if not spec.dynamic:
+        return
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for axis, label in DYNAMIC_DIMS.items():
+            if axis < len(dims) and (len(dims) == 4 or axis == 0) and not dims[axis].HasField("dim_value"):
+                dims[axis].dim_param = label
+
+
+def make_deterministic(proto: Any) -> None:
+    """Drop exporter metadata (stack traces, file paths) so equal inputs give equal bytes."""
+    graph = proto.graph
+    for container in (graph.node, graph.input, graph.output, graph.value_info, graph.initializer):
+        for item in container:
+            if hasattr(item, "metadata_props"):
+                del item.metadata_props[:]
+            if hasattr(item, "doc_string"):
+                item.doc_string = ""
+    del proto.metadata_props[:]
+    proto.doc_string = ""
+    proto.producer_name = "segexport"
+
+
+def save_onnx(proto: Any, path: Path) -> None:
+    """Save, switching to the external-data format for graphs over 2 GB."""
+    import onnx
+
+    if proto.ByteSize() > _TWO_GB:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
+    else:
+        onnx.save_model(proto, str(path))
+
+
+def onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Manifest entries for the graph's inputs and outputs, symbolic dims by name."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dtypes = {1: "float32", 10: "float16", 7: "int64", 3: "int8", 2: "uint8"}
+
+    def entries(values: Any) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            shape = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+            out.append(tensor_info(v.name, shape, dtypes.get(t.elem_type, str(t.elem_type))))
+        return out
+
+    return entries(model.graph.input), entries(model.graph.output)
+
+
+def run_onnxruntime(path: Path, inputs: Sequence[np.ndarray], threads: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Run the ONNX file on CPU with onnxruntime; one {output name: array} per input."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    return [dict(zip(names, session.run(None, {input_name: x}))) for x in inputs]
+
+
+def parity_report(
+    actual: Sequence[dict[str, np.ndarray]],
+    reference: Sequence[dict[str, np.ndarray]],
+    spec: ExportSpec,
+    validated_with: str,
+    input_shapes: Sequence[Sequence[int]],
+) -> ParityReport:
+    """Compare per-output arrays; the mask also gets class agreement."""
+    atol, rtol = spec.options["atol"], spec.options["rtol"]
+    report = ParityReport(
+        validated_with=validated_with,
+        precision=spec.precision,
+        atol=atol,
+        rtol=rtol,
+        min_agreement=spec.options.get("min_agreement", MIN_AGREEMENT[spec.precision]),
+        input_shapes=[list(s) for s in input_shapes],
+        seed=spec.options.get("seed", 0),
+    )
+    for name in spec.output_names:
+        report.outputs.append(
+            compare_outputs(
+                name,
+                [a[name] for a in actual],
+                [r[name] for r in reference],
+                atol,
+                rtol,
+                agreement_threshold=spec.options.get("mask_threshold"),
+                with_agreement=name == "mask",
+            )
+        )
+    return report
+
+
+class OnnxTarget:
+    """``--target onnx``: model.onnx validated in onnxruntime on CPU."""
+
+    name = "onnx"
+    precisions = ("fp32", "int8")
+
+    def check(self, spec: ExportSpec) -> None:
+        if not MIN_OPSET <= spec.opset <= MAX_OPSET:
+            raise InvalidInputError(f"--opset {spec.opset} is not supported; allowed: {MIN_OPSET}..{MAX_OPSET}.")
+        if spec.precision not in self.precisions:
+            raise InvalidInputError(
+                f"Precision {spec.precision!r} is not available for target onnx; allowed: {', '.join(self.precisions)}."
+            )
+
+    def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
+        path = out_dir / MODEL_FILE
+        export_onnx(model, spec, path)
+        files = [MODEL_FILE]
+        if spec.precision == "int8":
+            from segexport.calibration.quantize import quantize_onnx
+
+            fp32_path = out_dir / "model.fp32.onnx"
+            path.rename(fp32_path)
+            quantize_onnx(fp32_path, path, spec)
+            files.append(fp32_path.name)
+        if (out_dir / (MODEL_FILE + ".data")).exists():
+            files.append(MODEL_FILE + ".data")
+        inputs, outputs = onnx_io(path)
+        return ExportResult(artifact=MODEL_FILE, files=files, inputs=inputs, outputs=outputs)
+
+    def validate(
+        self,
+        out_dir: Path,
+        result: ExportResult,
+        spec: ExportSpec,
+        inputs: Sequence[np.ndarray],
+        reference: Sequence[dict[str, np.ndarray]],
+    ) -> ParityReport:
+        actual = run_onnxruntime(out_dir / result.artifact, inputs)
+        return parity_report(actual, reference, spec, "onnxruntime-cpu", [x.shape for x in inputs])
+
+    def describe(self) -> dict[str, Any]:
+        import onnx
+        import onnxruntime
+
+        return {"runtime": "onnxruntime", "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}}
+
+
+@contextlib.contextmanager
+def _quiet():  # type: ignore[no-untyped-def]
+    """Silence the exporters' progress prints on stdout/stderr (they go to a log otherwise)."""
+    if os.environ.get("SEGEXPORT_VERBOSE_EXPORT"):
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
