@@ -97,7 +97,7 @@ def model_kwargs(req: BuildRequest) -> dict[str, Any]:
     if req.activation is not None:
         kwargs["activation"] = req.activation
     if req.aux_classes is not None:
-        kwargs["aux_params"] = {"classes": req.aux_classes}
+        kwargs["aux_params"] = {**dict(kwargs.get("aux_params") or {}), "classes": req.aux_classes}
     return kwargs
 
 

@@ -1,0 +1,41 @@
+"""Tiny but complete settings per architecture, shared by the test modules.
+
+Small decoder widths keep each model to a few hundred thousand decoder weights,
+so the full architecture x target matrix runs in minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: architecture → constructor keywords that make it small (valid for every encoder used in tests).
+TINY: dict[str, dict[str, Any]] = {
+    "unet": {"decoder_channels": (32, 16, 16, 8, 8)},
+    "unetplusplus": {"decoder_channels": (32, 16, 16, 8, 8)},
+    "manet": {"decoder_channels": (32, 16, 16, 8, 8), "decoder_pab_channels": 8},
+    "linknet": {},
+    "fpn": {"decoder_pyramid_channels": 32, "decoder_segmentation_channels": 16},
+    "pspnet": {"psp_out_channels": 32},
+    "pan": {"decoder_channels": 16},
+    "deeplabv3": {"decoder_channels": 32},
+    "deeplabv3plus": {"decoder_channels": 32},
+    "upernet": {"decoder_channels": 32},
+    "segformer": {"decoder_segmentation_channels": 32},
+    "dpt": {"decoder_intermediate_channels": (16, 32, 32, 32), "decoder_fusion_channels": 16},
+}
+
+#: architecture → encoder for export tests (a CNN where the architecture takes one; DPT needs a ViT).
+EXPORT_ENCODER: dict[str, str] = {name: "resnet18" for name in TINY}
+EXPORT_ENCODER["dpt"] = "tu-vit_tiny_patch16_224"
+
+#: architecture → input size for tests (a multiple of every stride involved).
+SIZE: dict[str, int] = {name: 64 for name in TINY}
+SIZE["dpt"] = 64
+
+
+def tiny_kwargs(arch: str, depth: int | None = None) -> dict[str, Any]:
+    """TINY settings for ``arch``, with decoder_channels cut to ``depth`` where it has one per stage."""
+    kwargs = dict(TINY[arch])
+    if depth is not None and isinstance(kwargs.get("decoder_channels"), tuple):
+        kwargs["decoder_channels"] = kwargs["decoder_channels"][:depth]
+    return kwargs

@@ -1,0 +1,8 @@
+"""Test-wide settings: the tests folder is importable (cases.py) and torch stays on 2 threads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
