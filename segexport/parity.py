@@ -36,6 +36,7 @@ class OutputParity:
     agreement: float | None
     within_tolerance: bool
     atol_scale: float = 1.0
+    mean_iou: float | None = None
 
 
 @dataclass
@@ -77,7 +78,7 @@ class ParityReport:
         """One line per output, for progress output and error messages."""
         lines = []
         for o in self.outputs:
-            agree = f", agreement {o.agreement:.4%}" if o.agreement is not None else ""
+            agree = f", agreement {o.agreement:.4%}, mean IoU {o.mean_iou:.4f}" if o.agreement is not None else ""
             lines.append(
                 f"{o.name}: max abs {o.max_abs:.3g}, mean abs {o.mean_abs:.3g}, max rel {o.max_rel:.3g}, "
                 f"cosine {o.cosine:.6f}{agree}"
@@ -93,6 +94,26 @@ def class_agreement(actual: np.ndarray, expected: np.ndarray, threshold: float |
         t = 0.0 if threshold is None else threshold
         return float(np.mean((actual > t) == (expected > t)))
     return float(np.mean(np.argmax(actual, axis=1) == np.argmax(expected, axis=1)))
+
+
+def class_masks(x: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Predicted class per pixel: argmax over channels, or a threshold for one channel."""
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.floating):
+        return x
+    if x.shape[1] == 1:
+        return (x[:, 0] > (0.0 if threshold is None else threshold)).astype(np.int64)
+    return np.argmax(x, axis=1)
+
+
+def mean_iou(actual: np.ndarray, expected: np.ndarray, threshold: float | None) -> float:
+    """Mean over classes present in either mask of the IoU between the two class masks."""
+    a, e = class_masks(actual, threshold), class_masks(expected, threshold)
+    ious = []
+    for cls in np.union1d(np.unique(a), np.unique(e)):
+        inter = np.sum((a == cls) & (e == cls))
+        union = np.sum((a == cls) | (e == cls))
+        ious.append(inter / union)
+    return float(np.mean(ious)) if ious else 1.0
 
 
 def compare_outputs(
@@ -112,11 +133,12 @@ def compare_outputs(
     scale = max(1.0, float(np.sqrt(np.mean(e * e)))) if e.size else 1.0
     denom = np.linalg.norm(a) * np.linalg.norm(e)
     cosine = float(np.dot(a, e) / denom) if denom > 0 else float(np.array_equal(a, e))
-    agreement = None
+    agreement = iou = None
     if with_agreement:
         weights = [x.size for x in expected]
         scores = [class_agreement(np.asarray(x), np.asarray(y), agreement_threshold) for x, y in zip(actual, expected)]
         agreement = float(np.average(scores, weights=weights))
+        iou = float(np.mean([mean_iou(np.asarray(x), np.asarray(y), agreement_threshold) for x, y in zip(actual, expected)]))
     return OutputParity(
         name=name,
         max_abs=float(diff.max(initial=0.0)),
@@ -126,6 +148,7 @@ def compare_outputs(
         agreement=agreement,
         within_tolerance=bool(np.all(diff <= atol * scale + rtol * np.abs(e))),
         atol_scale=scale,
+        mean_iou=iou,
     )
 
 

@@ -183,7 +183,13 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
     example = torch.zeros(spec.input_shape)
     prepared = prepare_for_export(model, example)
 
-    inputs = seeded_inputs(spec.parity_shapes(), req.seed)
+    if req.precision == "int8":
+        # int8 is judged on real images: agreement and IoU over the calibration set.
+        from segexport.calibration import calibration_inputs
+
+        inputs = calibration_inputs(spec)
+    else:
+        inputs = seeded_inputs(spec.parity_shapes(), req.seed)
     with torch.no_grad():
         reference = [
             {name: t.numpy() for name, t in zip(spec.output_names, _as_tuple(model(torch.from_numpy(x))))} for x in inputs

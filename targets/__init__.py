@@ -14,6 +14,9 @@ from .base import ExportResult, ExportSpec, Target
 #: name → "module:Class" of the target, imported on first use.
 _TARGETS: dict[str, str] = {
     "onnx": "segexport.targets.onnx:OnnxTarget",
+    "torchscript": "segexport.targets.torchscript:TorchScriptTarget",
+    "aoti": "segexport.targets.aoti:AotiTarget",
+    "trt": "segexport.targets.tensorrt:TensorRTTarget",
 }
 
 
