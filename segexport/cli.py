@@ -190,6 +190,30 @@ def inspect(bundle: str = typer.Argument(..., help="Bundle directory."), as_json
         typer.echo(f"{key.ljust(width)}  {value}")
 
 
+@app.command()
+def bench(
+    bundle: str = typer.Argument(..., help="Bundle directory."),
+    batch: list[int] = typer.Option([], "--batch", help="Batch size (repeat to sweep; dynamic bundles)."),
+    height: list[int] = typer.Option([], "--height", help="Input height (repeat to sweep)."),
+    width: list[int] = typer.Option([], "--width", help="Input width (one, or one per --height)."),
+    warmup: int = typer.Option(5, help="Untimed runs before timing."),
+    iters: int = typer.Option(20, help="Timed runs per shape."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the runtime (default: runtime's own)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    compare_eager: bool = typer.Option(False, "--compare-eager", help="Also time eager PyTorch and report the speedup."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Measure a bundle's latency, throughput, memory and GFLOP/s in its own runtime."""
+    from segexport.bench import bench as run_bench
+    from segexport.bench import format_table
+
+    report = run_bench(
+        bundle, batches=batch, heights=height, widths=width, warmup=warmup, iters=iters, threads=threads,
+        device=device, compare_eager=compare_eager, progress=lambda msg: _echo(msg, as_json),
+    )
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
+
+
 @app.command("list")
 def list_(what: str = typer.Argument(..., help="archs | encoders | targets")) -> None:
     """List the registered architectures, encoders or targets."""

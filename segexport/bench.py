@@ -1,0 +1,247 @@
+"""`segexport bench`: latency, throughput, memory and achieved GFLOP/s of a bundle where it runs.
+
+The artifact runs in its own runtime (targets/runners.py); with ``compare_eager``
+the eager model rebuilt from the manifest runs on the same inputs in the same
+process, so the speedup is a ratio measured within one run.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from segexport.errors import InvalidInputError
+
+#: Nominal dense fp32 / fp16 peak in TFLOP/s for GPUs we know (vendor datasheets, dense, no sparsity).
+GPU_PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100": {"fp32": 67.0, "fp16": 989.0},
+    "H200": {"fp32": 67.0, "fp16": 989.0},
+    "A100": {"fp32": 19.5, "fp16": 312.0},
+    "L4": {"fp32": 30.3, "fp16": 121.0},
+    "T4": {"fp32": 8.1, "fp16": 65.0},
+}
+
+
+@dataclass
+class Latency:
+    """Per-call wall time statistics in milliseconds."""
+
+    min: float
+    median: float
+    p90: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        ms = np.asarray(seconds) * 1e3
+        return cls(*(float(v) for v in (ms.min(), np.median(ms), np.percentile(ms, 90), np.percentile(ms, 99), ms.max())))
+
+
+@dataclass
+class BenchResult:
+    """Figures for one input shape."""
+
+    shape: list[int]
+    runtime: str
+    latency_ms: Latency
+    throughput: float
+    gflop: float | None
+    gflops_achieved: float | None
+    peak_tflops: float | None
+    eager_latency_ms: Latency | None = None
+    speedup_vs_eager: float | None = None
+
+
+@dataclass
+class BenchReport:
+    bundle: str
+    target: str
+    precision: str
+    device: str
+    threads: int | None
+    warmup: int
+    iters: int
+    peak_rss_mib: float
+    peak_device_mib: float | None
+    results: list[BenchResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def time_calls(fn: Callable[[], object], warmup: int, iters: int, sync: Callable[[], None]) -> list[float]:
+    """Wall time of each of ``iters`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def shapes_to_run(manifest: dict[str, Any], batches: Sequence[int], heights: Sequence[int], widths: Sequence[int]) -> list[tuple[int, ...]]:
+    """The input shapes to sweep; a static bundle accepts only its own shape."""
+    exp = manifest["export"]
+    channels = manifest["in_channels"]
+    batches = list(batches) or [exp["batch"]]
+    heights = list(heights) or [exp["height"]]
+    widths = list(widths) or [exp["width"]] * len(heights)
+    if len(widths) == 1 and len(heights) > 1:
+        widths = widths * len(heights)
+    if len(widths) != len(heights):
+        raise InvalidInputError(f"Give one --width, or as many as --height ({len(heights)}); got {len(widths)}.")
+    shapes = [(b, channels, h, w) for b in batches for h, w in zip(heights, widths)]
+    for shape in shapes:
+        if min(shape) < 1:
+            raise InvalidInputError(f"Input shape {shape} has a non-positive dimension.")
+        fixed = (exp["batch"], channels, exp["height"], exp["width"])
+        if not exp["dynamic"] and shape != fixed:
+            raise InvalidInputError(
+                f"This bundle is static: it only takes {'x'.join(map(str, fixed))}, not {'x'.join(map(str, shape))}. "
+                "Rebuild with --dynamic to sweep shapes."
+            )
+        stride = exp.get("stride", 1)
+        if exp["dynamic"] and (shape[2] % stride or shape[3] % stride):
+            raise InvalidInputError(f"Height and width must be multiples of {stride} for this model; got {shape[2]}x{shape[3]}.")
+    return shapes
+
+
+def eager_model(manifest: dict[str, Any]) -> Any:
+    """The eager model described by the manifest (random weights: timing only)."""
+    import torch
+
+    from segexport.arch.registry import get_architecture
+
+    args = dict(manifest["arch_args"])
+    args["encoder_weights"] = None
+    torch.manual_seed(0)
+    return get_architecture(manifest["arch"])(**args).eval()
+
+
+def count_gflop(model: Any, shape: Sequence[int]) -> float:
+    """Model FLOPs for one call at ``shape`` (convolutions, matmuls), counted once on the eager model."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(*shape))
+    return counter.get_total_flops() / 1e9
+
+
+def peak_tflops(device: str, precision: str) -> float | None:
+    """The device's nominal peak for ``precision`` when we know it, else None."""
+    if device != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name()
+    for key, peaks in GPU_PEAK_TFLOPS.items():
+        if key in name:
+            return peaks.get("fp16" if precision in ("fp16", "int8") else "fp32")
+    return None
+
+
+def bench(
+    bundle_path: str,
+    *,
+    batches: Sequence[int] = (),
+    heights: Sequence[int] = (),
+    widths: Sequence[int] = (),
+    warmup: int = 5,
+    iters: int = 20,
+    threads: int | None = None,
+    device: str = "cpu",
+    compare_eager: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Measure the bundle at every requested shape; see the module docstring."""
+    from segexport.bundle import Bundle
+    from segexport.targets.runners import runner_for
+
+    say = progress or (lambda _m: None)
+    if device not in ("cpu", "cuda"):
+        raise InvalidInputError(f"Unknown device {device!r}; allowed: cpu, cuda.")
+    if warmup < 0 or iters < 1:
+        raise InvalidInputError(f"--warmup must be >= 0 and --iters >= 1; got {warmup} and {iters}.")
+    bundle = Bundle.load(bundle_path)
+    m = bundle.manifest
+    shapes = shapes_to_run(m, batches, heights, widths)
+    report = BenchReport(str(bundle.path), m["target"], m["precision"], device, threads, warmup, iters, 0.0, None)
+    rng = np.random.default_rng(0)
+    model = eager_model(m)  # FLOPs are counted on it; with compare_eager it is timed too
+    peak = peak_tflops(device, m["precision"])
+    with runner_for(bundle.path, m, device=device, threads=threads) as runner:
+        for shape in shapes:
+            x = rng.standard_normal(shape).astype(np.float32)
+            say(f"{runner.runtime} {'x'.join(map(str, shape))}: {warmup} warm-up + {iters} timed runs")
+            lat = Latency.of(time_calls(lambda: runner.infer(x), warmup, iters, runner.sync))
+            gflop = count_gflop(model, shape) if model is not None else None
+            result = BenchResult(
+                shape=list(shape),
+                runtime=runner.runtime,
+                latency_ms=lat,
+                throughput=shape[0] / (lat.median / 1e3),
+                gflop=gflop,
+                gflops_achieved=gflop / (lat.median / 1e3) if gflop else None,
+                peak_tflops=peak,
+            )
+            if compare_eager:
+                say(f"eager PyTorch {'x'.join(map(str, shape))}")
+                result.eager_latency_ms = _eager_latency(model, x, device, warmup, iters, threads)
+                result.speedup_vs_eager = result.eager_latency_ms.median / lat.median
+            report.results.append(result)
+    report.peak_rss_mib = _peak_rss_mib()
+    if device == "cuda":
+        import torch
+
+        report.peak_device_mib = torch.cuda.max_memory_allocated() / 2**20
+    return report
+
+
+def _eager_latency(model: Any, x: np.ndarray, device: str, warmup: int, iters: int, threads: int | None) -> Latency:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = model.to(device)
+    t = torch.from_numpy(x).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        return Latency.of(time_calls(lambda: model(t), warmup, iters, sync))
+
+
+def _peak_rss_mib() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def format_table(report: BenchReport) -> str:
+    """The report as a Markdown table."""
+    head = "| shape | runtime | min | median | p90 | p99 | max (ms) | img/s | GFLOP | GFLOP/s | eager median | speedup |"
+    lines = [head, "|" + "---|" * 12]
+    for r in report.results:
+        lat = r.latency_ms
+        eager = f"{r.eager_latency_ms.median:.2f}" if r.eager_latency_ms else "-"
+        speed = f"{r.speedup_vs_eager:.2f}x" if r.speedup_vs_eager else "-"
+        gflops = f"{r.gflops_achieved:.1f}" if r.gflops_achieved else "-"
+        if r.peak_tflops and r.gflops_achieved:
+            gflops += f" ({r.gflops_achieved / (r.peak_tflops * 1e3):.1%} of peak)"
+        lines.append(
+            f"| {'x'.join(map(str, r.shape))} | {r.runtime} | {lat.min:.2f} | {lat.median:.2f} | {lat.p90:.2f} | "
+            f"{lat.p99:.2f} | {lat.max:.2f} | {r.throughput:.1f} | {r.gflop or 0:.2f} | {gflops} | {eager} | {speed} |"
+        )
+    mem = f"peak RSS {report.peak_rss_mib:.0f} MiB"
+    if report.peak_device_mib is not None:
+        mem += f", peak device memory {report.peak_device_mib:.0f} MiB"
+    return "\n".join(lines) + f"\n\n{report.target} {report.precision} on {report.device}; {mem}"

@@ -1,0 +1,146 @@
+"""Runners: load a bundle's artifact in its own runtime and call it on numpy inputs.
+
+Polygraphy-style: each runner is a context manager (load on enter, free on exit)
+whose ``infer(x)`` returns ``{output name: array}``. Benchmarks and tools outside the
+build use these; targets validate with the same runtimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segexport.errors import InvalidInputError
+
+
+class Runner:
+    """Base: subclasses set ``self._call`` in ``__enter__``; ``sync`` waits for the device."""
+
+    runtime = "?"
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> None:
+        self.path = Path(bundle_dir) / manifest["artifact"]
+        self.names = [o["name"] for o in manifest["outputs"]]
+        self.device = device
+        self.threads = threads
+        self._call: Callable[[np.ndarray], list[np.ndarray]] | None = None
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._call = None
+
+    def sync(self) -> None:
+        """Wait for queued device work (no-op on CPU runtimes)."""
+
+    def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self._call is None:
+            raise RuntimeError("Use the runner inside a `with` block.")
+        return dict(zip(self.names, self._call(x)))
+
+
+class OnnxRuntimeRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __enter__(self) -> OnnxRuntimeRunner:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
+        if self.device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise InvalidInputError("--device cuda needs onnxruntime-gpu (CUDAExecutionProvider is not available).")
+        session = ort.InferenceSession(str(self.path), options, providers=providers)
+        name = session.get_inputs()[0].name
+        self._call = lambda x: session.run(None, {name: x})
+        return self
+
+
+class _TorchRunner(Runner):
+    """Shared by TorchScript and AOTInductor: numpy in, torch module call, numpy out."""
+
+    def _load(self) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def __enter__(self) -> _TorchRunner:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InvalidInputError("--device cuda needs a CUDA GPU; none is available.")
+        module = self._load()
+
+        def call(x: np.ndarray) -> list[np.ndarray]:
+            with torch.inference_mode():
+                out = module(torch.from_numpy(x).to(self.device))
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            return [o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in out]
+
+        self._call = call
+        return self
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+
+class TorchScriptRunner(_TorchRunner):
+    runtime = "torchscript"
+
+    def _load(self) -> Callable[..., Any]:
+        import torch
+
+        return torch.jit.load(str(self.path), map_location=self.device).eval()
+
+
+class AotiRunner(_TorchRunner):
+    runtime = "aoti"
+
+    def _load(self) -> Callable[..., Any]:
+        import torch._inductor
+
+        return torch._inductor.aoti_load_package(str(self.path))
+
+
+class TensorRTRunner(Runner):
+    runtime = "tensorrt"
+
+    def __enter__(self) -> TensorRTRunner:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidInputError("TensorRT engines run on a CUDA GPU only; none is available on this machine.")
+        from segexport.targets.tensorrt import engine_runner  # written with the TensorRT target
+
+        self._call = engine_runner(self.path, self.names)
+        return self
+
+    def sync(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+
+
+RUNNERS: dict[str, type[Runner]] = {
+    "onnx": OnnxRuntimeRunner,
+    "torchscript": TorchScriptRunner,
+    "aoti": AotiRunner,
+    "trt": TensorRTRunner,
+}
+
+
+def runner_for(bundle_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> Runner:
+    """The runner for the bundle's target."""
+    target = manifest["target"]
+    if target not in RUNNERS:
+        raise InvalidInputError(f"No runner for target {target!r}; known: {', '.join(RUNNERS)}.")
+    return RUNNERS[target](bundle_dir, manifest, device=device, threads=threads)
