@@ -32,3 +32,9 @@ def test_python_api_example_runs(tmp_path, monkeypatch):
     block = block.replace("height=256, width=256", "height=64, width=64, arch_args={'decoder_channels': (16, 16, 8, 8, 8)}")
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "artifacts" / "unet-resnet34-onnx-fp32" / "manifest.json").is_file()
+
+
+def test_training_example_runs(capsys):
+    block = next(b for b in python_blocks() if "DiceLoss" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    assert "mIoU" in capsys.readouterr().out
