@@ -119,7 +119,9 @@ class MBConvBlock(nn.Module):
         if self._has_expansion:
             self._expand_conv = SamePadConv2d(in_channels, expanded, 1, image_size)
             self._bn0 = nn.BatchNorm2d(expanded, momentum=BN_MOMENTUM, eps=BN_EPS)
-        self._depthwise_conv = SamePadConv2d(expanded, expanded, kernel_size, image_size, stride=stride, groups=expanded)
+        self._depthwise_conv = SamePadConv2d(
+            expanded, expanded, kernel_size, image_size, stride=stride, groups=expanded
+        )
         self._bn1 = nn.BatchNorm2d(expanded, momentum=BN_MOMENTUM, eps=BN_EPS)
         squeezed = max(1, int(in_channels * SE_RATIO))
         self._se_reduce = nn.Conv2d(expanded, squeezed, 1)

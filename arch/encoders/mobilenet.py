@@ -13,7 +13,6 @@ from ._base import EncoderEntry, EncoderMixin
 from .weights import imagenet
 
 
-
 class MobileNetV2Encoder(MobileNetV2, EncoderMixin):
     """torchvision's MobileNetV2 without its classifier, returning one feature per stride."""
 
@@ -44,6 +43,11 @@ mobilenet_encoders: dict[str, EncoderEntry] = {
     "mobilenet_v2": EncoderEntry(
         MobileNetV2Encoder,
         {"out_channels": [3, 16, 24, 32, 96, 1280]},
-        {"imagenet": imagenet(repo_id="smp-hub/mobilenet_v2.imagenet", revision="e67aa804e17f7b404b629127eabbd224c4e0690b")},
+        # Hub revision pinned as in SMP 0.6.
+        {
+            "imagenet": imagenet(
+                repo_id="smp-hub/mobilenet_v2.imagenet", revision="e67aa804e17f7b404b629127eabbd224c4e0690b"
+            )
+        },
     ),
 }
