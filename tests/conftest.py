@@ -1,4 +1,4 @@
-"""Test-wide settings: the tests folder is importable (cases.py) and torch stays on 2 threads."""
+"""Test-wide settings: the tests folder is importable (cases.py, shared tiny settings)."""
 
 from __future__ import annotations
 
