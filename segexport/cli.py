@@ -15,6 +15,7 @@ from typing import Any, Optional
 import typer
 
 from segexport.errors import InvalidInputError, SegexportError
+from segexport.matrix import matrix
 
 app = typer.Typer(
     add_completion=False,
@@ -234,6 +235,9 @@ def list_(what: str = typer.Argument(..., help="archs | encoders | targets")) ->
 
         raise unknown("list", what, ["archs", "encoders", "targets"])
     typer.echo("\n".join(names))
+
+
+app.command()(matrix)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -226,7 +226,7 @@ class OnnxTarget:
         inputs: Sequence[np.ndarray],
         reference: Sequence[dict[str, np.ndarray]],
     ) -> ParityReport:
-        actual = run_onnxruntime(out_dir / result.artifact, inputs)
+        actual = run_onnxruntime(out_dir / result.artifact, inputs, threads=spec.options.get("threads"))
         return parity_report(actual, reference, spec, "onnxruntime-cpu", [x.shape for x in inputs])
 
     def describe(self) -> dict[str, Any]:

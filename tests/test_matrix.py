@@ -1,0 +1,399 @@
+"""`segexport matrix`: the table, the JSON, n/a and error cells, timeouts, crashes and --resume.
+
+Workers are real processes running real builds, so the runs here are few and tiny:
+one small matrix (a module fixture) that the table/JSON tests share, one run of a
+hanging and a crashing architecture, and one --resume run from the command line.
+The architectures that refuse, break, hang or crash come from a plugin file the
+workers import, exactly as a user's custom architectures would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import typer
+from cases import TINY
+from typer.testing import CliRunner
+
+from segexport.errors import ExportError, InvalidInputError, ParityError
+from segexport.matrix import (
+    Cell,
+    CellResult,
+    MatrixConfig,
+    _CellRunner,
+    calib_fingerprint,
+    cell_key,
+    cell_text,
+    default_jobs,
+    matrix,
+    parse_arch_args,
+    run_cell,
+    run_matrix,
+    schedule_order,
+    split_names,
+    threads_per_job,
+)
+
+GIB = 2**30
+
+PLUGIN = textwrap.dedent(
+    '''
+    """Architectures that misbehave on purpose, for the matrix tests."""
+    import os
+    import time
+
+    from segexport.arch.registry import register_architecture
+    from segexport.arch.unet import Unet
+    from segexport.errors import ExportError, InvalidInputError, ParityError
+
+
+    class Picky(Unet):
+        def __init__(self, encoder_name="mit_b0", **kwargs):
+            if encoder_name != "mit_b0":
+                raise InvalidInputError(f"Picky takes mit_b0 only; got {encoder_name!r}.")
+            super().__init__(encoder_name=encoder_name, **kwargs)
+
+
+    class Broken(Unet):
+        def __init__(self, **kwargs):
+            raise RuntimeError("deliberately broken")
+
+
+    class Hang(Unet):
+        def __init__(self, **kwargs):
+            time.sleep(3600)
+
+
+    class Crash(Unet):
+        def __init__(self, **kwargs):
+            os._exit(3)
+
+
+    for name, cls in {"picky": Picky, "broken": Broken, "hang": Hang, "crash": Crash}.items():
+        register_architecture(name, cls, overwrite=True)
+    '''
+)
+
+
+@contextmanager
+def isolated_registry() -> Iterator[None]:
+    """Plugins register architectures in this process too; take them out again afterwards."""
+    from segexport.arch import registry
+
+    saved = dict(registry.ARCHITECTURES)
+    modules = set(sys.modules)
+    try:
+        yield
+    finally:
+        registry.ARCHITECTURES.clear()
+        registry.ARCHITECTURES.update(saved)
+        for name in set(sys.modules) - modules:
+            if name.startswith("_segexport_plugin_"):
+                del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("plugin") / "misbehaving_archs.py"
+    path.write_text(PLUGIN)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def small_matrix(tmp_path_factory, plugin):
+    """unet passes, picky refuses resnet18, broken raises; fp16 and int8 (no --calib) are n/a on onnx."""
+    out = tmp_path_factory.mktemp("matrix")
+    lines: list[str] = []
+    config = MatrixConfig(
+        archs="unet,picky,broken",
+        encoders=["resnet18"],
+        targets=["onnx"],
+        precisions="fp32,fp16,int8",
+        height=64,
+        width=64,
+        arch_args={"unet": TINY["unet"]},
+        plugins=[plugin],
+        jobs=2,
+        timeout=600,
+        iters=3,
+        out=out,
+        keep_bundles=True,
+    )
+    with isolated_registry():
+        report = run_matrix(config, progress=lines.append)
+    return report, out, lines
+
+
+def by_cell(report) -> dict[tuple[str, str], CellResult]:
+    return {(r.cell.arch, r.cell.precision): r for r in report.cells}
+
+
+# --------------------------------------------------------------------------- the real runs
+
+
+@pytest.mark.onnx
+def test_markdown_table_has_a_row_per_model_and_a_column_per_target_precision(small_matrix):
+    report, out, _ = small_matrix
+    table = (out / "matrix.md").read_text()
+    assert table.strip() == report.markdown()
+    lines = table.splitlines()
+    assert lines[0] == "| arch | encoder | onnx fp32 | onnx fp16 | onnx int8 |"
+    rows = {line.split(" | ")[0].lstrip("| "): [c.strip(" |") for c in line.split(" | ")[2:]] for line in lines[2:5]}
+    assert list(rows) == ["unet", "picky", "broken"]
+    assert rows["unet"][0].startswith("✓ ") and rows["unet"][0].endswith(" ms")
+    assert rows["unet"][1:] == ["n/a (onnx offers fp32, int8)", "n/a (int8 needs --calib)"]
+    assert rows["picky"][0] == "n/a (Picky takes mit_b0 only; got 'resnet18'.)"
+    assert rows["broken"][0] == "✗ error: RuntimeError: deliberately broken"
+    assert "9 cells: 1 ✓, 0 ✗ parity, 1 error, 7 n/a." in table
+    assert "torch " in table.splitlines()[-1] and "onnxruntime " in table.splitlines()[-1]
+
+
+@pytest.mark.onnx
+def test_json_holds_every_cell_with_parity_timing_and_status(small_matrix):
+    report, out, _ = small_matrix
+    data = json.loads((out / "matrix.json").read_text())
+    assert data["complete"] and data["summary"] == {"pass": 1, "fail": 0, "error": 1, "n/a": 7}
+    assert len(data["cells"]) == 9 and all(c["key"] for c in data["cells"])
+    cells = by_cell(report)
+    unet = cells[("unet", "fp32")]
+    assert unet.parity["passed"] and unet.mask_parity["max_abs"] < 1e-4
+    assert unet.build_s > 0 and unet.cell_s >= unet.build_s and unet.latency_ms["median"] > 0
+    assert unet.bench_device == "cpu" and unet.threads == threads_per_job(2) and unet.peak_rss_mib > 0
+    assert [step for _, step in unet.steps][-1].startswith("time up to 3 runs") and unet.latency_ms["runs"] == 3
+    assert (out / "bundles" / unet.cell.id / "manifest.json").is_file()  # --keep-bundles
+    assert unet.log is None  # logs of passing cells are not kept
+    picky = cells[("picky", "fp32")]
+    assert (picky.status, picky.stage) == ("n/a", "model")
+    broken = cells[("broken", "fp32")]
+    assert (broken.status, broken.stage) == ("error", "build")
+    assert "RuntimeError: deliberately broken" in open(broken.log).read()  # the traceback is kept for errors
+    assert {cells[(a, p)].stage for a in ("unet", "picky", "broken") for p in ("fp16", "int8")} == {"plan"}
+    assert not list(out.glob(".work-*"))
+
+
+@pytest.mark.onnx
+def test_progress_reports_done_failed_and_running_counts(small_matrix):
+    _, _, lines = small_matrix
+    assert lines[0].startswith("matrix: 9 cells (3 archs x 1 encoders x 3 target/precision); 6 decided up front")
+    finished = [line for line in lines if line.startswith("[")]
+    assert len(finished) == 3 and finished[-1].endswith("(done 9, failed 1, running 0)")
+
+
+@pytest.mark.onnx
+def test_hanging_cell_times_out_and_crashing_cell_is_an_error(tmp_path, plugin):
+    config = MatrixConfig(archs="hang,crash", encoders="resnet18", targets="onnx", precisions="fp32", height=64, width=64,
+                          plugins=[plugin], jobs=2, timeout=2, iters=0, out=tmp_path)
+    with isolated_registry():
+        report = run_matrix(config)
+    cells = by_cell(report)
+    hang, crash = cells[("hang", "fp32")], cells[("crash", "fp32")]
+    assert hang.status == "error" and hang.reason.startswith("timed out after 2 s during 'probe: construct the model, check the input size'")
+    assert "misbehaving_archs.py" in open(hang.log).read()  # the worker's stacks were dumped before the kill
+    assert crash.status == "error" and crash.reason.startswith("worker died (exit code 3)")
+    assert "✗ error: timed out after 2 s" in report.markdown()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "matrix.json", "matrix.md"]  # no bundles kept
+
+
+@pytest.mark.onnx
+def test_resume_from_the_command_line_reuses_unchanged_cells(small_matrix, plugin, tmp_path):
+    report, out, _ = small_matrix
+    shutil.copytree(out, tmp_path / "m")
+    app = typer.Typer()
+    app.command()(matrix)  # registered in segexport.cli the same way
+    argv = [
+        "--archs", "unet,picky", "--encoders", "resnet18", "--targets", "onnx", "--precisions", "fp32,int8",
+        "--height", "64", "--width", "64", "--arch-arg", "unet:decoder_channels=(32,16,16,8,8)",
+        "--plugin", plugin, "-j", "2", "--out", str(tmp_path / "m"), "--resume", "--json",
+    ]
+    with isolated_registry():
+        result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # --json: no progress
+    data = json.loads(result.stdout)
+    cells = {(c["arch"], c["precision"]): c for c in data["cells"]}
+    assert set(cells) == {("unet", "fp32"), ("unet", "int8"), ("picky", "fp32"), ("picky", "int8")}
+    before = by_cell(report)
+    for arch in ("unet", "picky"):  # nothing changed: no worker ran, the stored results came back
+        assert cells[(arch, "fp32")]["resumed"]
+        assert cells[(arch, "fp32")]["cell_s"] == before[(arch, "fp32")].cell_s
+    assert not cells[("unet", "int8")]["resumed"] and cells[("unet", "int8")]["stage"] == "plan"
+    assert (tmp_path / "m" / "matrix.md").read_text().startswith("| arch | encoder | onnx fp32 | onnx int8 |")
+
+
+# --------------------------------------------------------------------------- planning and formatting, no workers
+
+
+def test_import_leaves_torch_out_so_help_stays_fast():
+    code = "import sys, segexport.matrix; print([m for m in ('torch', 'onnx', 'onnxruntime', 'numpy') if m in sys.modules])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+REPORT = {"precision": "fp16", "outputs": [{"name": "mask", "max_abs": 0.31, "agreement": 0.9712}], "passed": False}
+
+
+def _fail_parity(req, progress):
+    failed = Path(req.out).with_name(Path(req.out).name + ".failed")
+    failed.mkdir(parents=True)
+    (failed / "report.json").write_text(json.dumps(REPORT))
+    raise ParityError(f"Parity check failed (...); report kept in {failed}/report.json")
+
+
+def _raise(exc):
+    def fake(req, progress):
+        raise exc
+
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("fake_build", "status", "reason"),
+    [
+        (_fail_parity, "fail", "parity: max abs 3.1e-01, agreement 97.12%"),
+        (_raise(ExportError("torch.onnx.export failed: unsupported op")), "error", "torch.onnx.export failed: unsupported op"),
+        (_raise(KeyError("mask")), "error", "KeyError: 'mask'"),
+        (_raise(InvalidInputError("TensorRT fp16 needs a GPU")), "n/a", "TensorRT fp16 needs a GPU"),
+    ],
+)
+def test_build_outcome_maps_to_cell_status(tmp_path, monkeypatch, fake_build, status, reason):
+    monkeypatch.setattr("segexport.pipeline.run_build", fake_build)
+    payload = {"cell": {"arch": "unet", "encoder": "resnet18", "target": "onnx", "precision": "fp16"}, "height": 64, "width": 64,
+               "calib": None, "arch_args": TINY["unet"], "threads": 1, "iters": 0, "bundle_dir": str(tmp_path / "b")}
+    result = run_cell(payload)
+    assert (result["status"], result["reason"], result["stage"]) == (status, reason, "build")
+    assert (result.get("parity") == REPORT) == (status == "fail")
+
+
+def test_refused_encoder_answers_its_whole_row_without_more_workers(tmp_path, monkeypatch):
+    cells = [Cell(a, "resnet18", "onnx", p) for a in ("picky", "unet") for p in ("fp32", "int8")]
+    started: list[Cell] = []
+
+    def start(self, cell):
+        started.append(cell)
+        return cell
+
+    def check(self, cell):
+        if cell.arch == "picky":
+            return CellResult(cell, "n/a", "Picky takes mit_b0 only", stage="model")
+        return CellResult(cell, "error", "boom", stage="build")
+
+    monkeypatch.setattr(_CellRunner, "_start", start)
+    monkeypatch.setattr(_CellRunner, "_check", check)
+    monkeypatch.setattr("segexport.matrix._POLL_S", 0.0)
+    runner = _CellRunner(MatrixConfig(), tmp_path, tmp_path, 1, 1, {}, {c: c.id for c in cells}, lambda _m: None, total=4)
+    results: dict[Cell, CellResult] = {}
+    runner.run(schedule_order(cells), results, on_change=lambda: None)
+    assert [c.label() for c in started] == ["picky/resnet18 onnx fp32", "unet/resnet18 onnx fp32", "unet/resnet18 onnx int8"]
+    int8 = results[cells[1]]
+    assert (int8.status, int8.reason, int8.decided_by) == ("n/a", "Picky takes mit_b0 only", "picky-resnet18-onnx-fp32")
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"archs": "unett"}, "Did you mean 'unet'"),
+        ({"encoders": "resnet99"}, "Unknown encoder 'resnet99'"),
+        ({"encoders": "all"}, "'all' is not offered"),
+        ({"encoders": "tu-resnet18x"}, "Unknown timm model 'resnet18x' in encoder 'tu-resnet18x'. Did you mean 'resnet18'"),
+        ({"targets": "onyx"}, "Did you mean 'onnx'"),
+        ({"precisions": "fp8"}, "Unknown precision 'fp8'"),
+        ({"calib": "no/such/folder"}, "--calib 'no/such/folder' does not exist"),
+        ({"arch_args": {"unett": {}}}, "Did you mean 'unet'"),
+        ({"plugins": ["no_such_plugin_module"]}, "no module of that name"),
+        ({"plugins": ["missing_plugin.py"]}, "no such file"),
+        ({"timeout": 0}, "--timeout must be > 0"),
+        ({"jobs": 0}, "-j must be >= 1"),
+        ({"height": 0}, "height must be an integer >= 1"),
+        ({"iters": -1}, "--iters must be >= 0"),
+    ],
+)
+def test_bad_input_fails_before_any_work(tmp_path, monkeypatch, changes, fragment):
+    monkeypatch.chdir(tmp_path)
+    config = MatrixConfig(**{"archs": "unet", "encoders": "resnet18", "targets": "onnx", "out": tmp_path / "m", **changes})
+    with pytest.raises(InvalidInputError, match=fragment):
+        run_matrix(config)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["decoder_channels=(8,8,8,8,8)"], {"*": {"decoder_channels": (8, 8, 8, 8, 8)}}),
+        (["unet:decoder_channels=[8,8]", "FPN:decoder_dropout=0.1"], {"unet": {"decoder_channels": [8, 8]}, "fpn": {"decoder_dropout": 0.1}}),
+        (["unet:activation=sigmoid"], {"unet": {"activation": "sigmoid"}}),
+    ],
+)
+def test_arch_args_apply_to_one_architecture_or_all(items, expected):
+    assert parse_arch_args(items) == expected
+
+
+@pytest.mark.parametrize("item", ["nonsense", ":decoder_channels=8"])
+def test_malformed_arch_arg_is_rejected(item):
+    with pytest.raises(InvalidInputError, match=r"\[ARCH:\]key=value"):
+        parse_arch_args([item])
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory", "jobs", "threads"),
+    [(2, 16 * GIB, 1, 2), (16, 64 * GIB, 8, 2), (16, 7 * GIB, 2, 8), (1, None, 1, 1), (64, None, 32, 2)],
+)
+def test_default_jobs_fit_cores_and_memory(cores, memory, jobs, threads):
+    assert default_jobs(cores, memory) == jobs
+    assert threads_per_job(jobs, cores) == threads
+
+
+@pytest.mark.parametrize(("value", "expected"), [("all", None), (None, None), ("a, b,a", ["a", "b"]), (["x", "y"], ["x", "y"])])
+def test_split_names(value, expected):
+    assert split_names(value) == expected
+
+
+def test_cell_key_changes_with_every_input_it_depends_on(tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "a.png").write_bytes(b"1")
+    versions = {"torch": "2.15.0", "onnxruntime": "1.31.1"}
+    fp32, int8 = Cell("unet", "resnet18", "onnx", "fp32"), Cell("unet", "resnet18", "onnx", "int8")
+    base = {"arch_args": {"decoder_channels": [8] * 5}, "height": 64, "width": 64, "calib": calib_fingerprint(str(calib)),
+            "versions": versions, "plugins": []}
+    changed = [
+        {"arch_args": {"decoder_channels": [16] * 5}},
+        {"height": 96},
+        {"versions": {**versions, "onnxruntime": "1.32.0"}},
+        {"versions": {**versions, "tensorrt": "10.13"}},
+        {"plugins": ["my_archs.py:0123"]},
+    ]
+    for cell in (fp32, int8):
+        assert cell_key(cell, **base) == cell_key(cell, **dict(base))
+        assert all(cell_key(cell, **{**base, **change}) != cell_key(cell, **base) for change in changed)
+    (calib / "b.png").write_bytes(b"2")  # the calibration set only matters to int8 cells
+    new_calib = {**base, "calib": calib_fingerprint(str(calib))}
+    assert cell_key(int8, **new_calib) != cell_key(int8, **base) and cell_key(fp32, **new_calib) == cell_key(fp32, **base)
+    assert cell_key(fp32, **base) != cell_key(int8, **base)
+
+
+def _result(status: str, precision: str = "fp32", **kw) -> CellResult:
+    return CellResult(Cell("unet", "resnet18", "onnx", precision), status, **kw)
+
+
+@pytest.mark.parametrize(
+    ("result", "text"),
+    [
+        (_result("pass", parity={"outputs": [{"name": "mask", "max_abs": 3.2e-6, "agreement": 1.0}]}, latency_ms={"median": 1.234}),
+         "✓ 3e-06 · 1.23 ms"),
+        (_result("pass", parity={"outputs": [{"name": "mask", "max_abs": 5e-4}]}, latency_ms={"median": 1602.4}), "✓ 5e-04 · 1602 ms"),
+        (_result("pass", "int8", parity={"outputs": [{"name": "mask", "max_abs": 0.05, "agreement": 0.9912}]}), "✓ 5e-02 · 99.12%"),
+        (_result("fail", reason="parity: max abs 3.1e-01"), "✗ parity: max abs 3.1e-01"),
+        (_result("error", reason="a | b\nc"), "✗ error: a \\| b c"),
+        (_result("error", reason="x" * 200), "✗ error: " + "x" * 79 + "…"),
+        (_result("n/a", reason="int8 needs --calib"), "n/a (int8 needs --calib)"),
+    ],
+)
+def test_cell_text(result, text):
+    assert cell_text(result) == text
