@@ -14,14 +14,15 @@ TINY: dict[str, dict[str, Any]] = {
     "unetplusplus": {"decoder_channels": (32, 16, 16, 8, 8)},
     "manet": {"decoder_channels": (32, 16, 16, 8, 8), "decoder_pab_channels": 8},
     "linknet": {},
-    "fpn": {"decoder_pyramid_channels": 32, "decoder_segmentation_channels": 16},
+    "fpn": {"decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32},
     "pspnet": {"psp_out_channels": 32},
     "pan": {"decoder_channels": 16},
     "deeplabv3": {"decoder_channels": 32},
     "deeplabv3plus": {"decoder_channels": 32},
     "upernet": {"decoder_channels": 32},
     "segformer": {"decoder_segmentation_channels": 32},
-    "dpt": {"decoder_intermediate_channels": (16, 32, 32, 32), "decoder_fusion_channels": 16},
+    # dynamic_img_size: the timm ViT then takes any multiple of its patch size, not only 224x224.
+    "dpt": {"decoder_intermediate_channels": (16, 32, 32, 32), "decoder_fusion_channels": 16, "dynamic_img_size": True},
 }
 
 #: architecture → encoder for export tests (a CNN where the architecture takes one; DPT needs a ViT).
@@ -30,6 +31,7 @@ EXPORT_ENCODER["dpt"] = "tu-vit_tiny_patch16_224"
 
 #: architecture → input size for tests (a multiple of every stride involved).
 SIZE: dict[str, int] = {name: 64 for name in TINY}
+SIZE["pan"] = 128  # its stride-32 feature must be at least 8x8 (PAN pools to 1, 2, 4)
 SIZE["dpt"] = 64
 
 

@@ -198,7 +198,9 @@ def _window_means(x: torch.Tensor, dim: int, bins: int) -> torch.Tensor:
     parts = []
     for i in range(bins):
         start = (i * size) // bins
-        end = -((-(i + 1) * size) // bins)
+        # ceil((i+1)*n/bins) with non-negative operands only: exporters lower floor division to
+        # ONNX Div, which truncates toward zero, so a negated floor division would round the wrong way.
+        end = ((i + 1) * size + bins - 1) // bins
         parts.append(x.narrow(dim, start, end - start).mean(dim=dim, keepdim=True))
     return torch.cat(parts, dim=dim)
 
@@ -211,10 +213,10 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | tuple[int, int]) -> 
     example input. Under export mode we pool with size-derived slices instead.
     """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    if not is_exporting():
+        return F.adaptive_avg_pool2d(x, (out_h, out_w))  # bit-identical to SMP in eager
     if (out_h, out_w) == (1, 1):
         return x.mean(dim=(2, 3), keepdim=True)
-    if not is_exporting():
-        return F.adaptive_avg_pool2d(x, (out_h, out_w))
     return _window_means(_window_means(x, 2, out_h), 3, out_w)
 
 
@@ -233,4 +235,4 @@ class GlobalAvgPool2d(nn.Module):
     """Mean over H and W keeping dims: exports as one ReduceMean."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3), keepdim=True)
+        return adaptive_avg_pool2d(x, 1)
