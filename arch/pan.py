@@ -17,8 +17,8 @@ from torch import nn
 from segexport.errors import InvalidInputError
 
 from .base import GlobalAvgPool2d, SegmentationHead, SegmentationModel, check_common_args, make_classification_head
+from .base.validation import check_interpolation
 from .encoders import get_encoder
-from .unet import check_interpolation
 
 OUTPUT_STRIDES = (16, 32)
 #: The FPA block halves its input three times, so the deepest feature needs at least 8x8.

@@ -11,10 +11,31 @@ from typing import Any
 from segexport.errors import InvalidInputError, unknown
 
 from .base import SegmentationModel
+from .deeplabv3 import DeepLabV3, DeepLabV3Plus
+from .dpt import DPT
+from .fpn import FPN
+from .linknet import Linknet
+from .manet import MAnet
+from .pan import PAN
+from .pspnet import PSPNet
+from .segformer import Segformer
 from .unet import Unet
+from .unetplusplus import UnetPlusPlus
+from .upernet import UPerNet
 
 _BUILTIN: dict[str, type[SegmentationModel]] = {
     "unet": Unet,
+    "unetplusplus": UnetPlusPlus,
+    "manet": MAnet,
+    "linknet": Linknet,
+    "fpn": FPN,
+    "pspnet": PSPNet,
+    "pan": PAN,
+    "deeplabv3": DeepLabV3,
+    "deeplabv3plus": DeepLabV3Plus,
+    "upernet": UPerNet,
+    "segformer": Segformer,
+    "dpt": DPT,
 }
 
 ARCHITECTURES: dict[str, type[SegmentationModel]] = dict(_BUILTIN)

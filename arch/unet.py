@@ -19,21 +19,8 @@ from .base import (
     make_classification_head,
 )
 from .base.modules import NormSpec
+from .base.validation import check_interpolation
 from .encoders import get_encoder
-
-INTERPOLATION_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
-
-
-def check_interpolation(mode: str) -> None:
-    """decoder_interpolation must be a mode F.interpolate knows for 4D inputs."""
-    from segexport.errors import InvalidInputError, closest
-
-    if mode not in INTERPOLATION_MODES:
-        raise InvalidInputError(
-            f"Unknown decoder_interpolation {mode!r}; allowed: {', '.join(INTERPOLATION_MODES)}."
-            f"{closest(str(mode), INTERPOLATION_MODES)}"
-        )
-
 
 class UnetDecoderBlock(nn.Module):
     """Resize to the skip's size, concatenate it, then two conv-norm-ReLU."""

@@ -20,6 +20,17 @@ _LAZY: dict[str, str] = {
     "register_encoder": "segexport.arch.encoders",
     "get_pretrained_settings": "segexport.arch.encoders",
     "Unet": "segexport.arch.unet",
+    "UnetPlusPlus": "segexport.arch.unetplusplus",
+    "MAnet": "segexport.arch.manet",
+    "Linknet": "segexport.arch.linknet",
+    "FPN": "segexport.arch.fpn",
+    "PSPNet": "segexport.arch.pspnet",
+    "PAN": "segexport.arch.pan",
+    "DeepLabV3": "segexport.arch.deeplabv3",
+    "DeepLabV3Plus": "segexport.arch.deeplabv3",
+    "UPerNet": "segexport.arch.upernet",
+    "Segformer": "segexport.arch.segformer",
+    "DPT": "segexport.arch.dpt",
     "build": "segexport.pipeline",
     "verify": "segexport.pipeline",
     "Bundle": "segexport.bundle",
@@ -32,7 +43,17 @@ _LAZY: dict[str, str] = {
 if TYPE_CHECKING:
     from segexport.arch.encoders import get_encoder, get_pretrained_settings, list_encoders, register_encoder
     from segexport.arch.registry import create_model, list_architectures, register_architecture
+    from segexport.arch.deeplabv3 import DeepLabV3, DeepLabV3Plus
+    from segexport.arch.dpt import DPT
+    from segexport.arch.fpn import FPN
+    from segexport.arch.linknet import Linknet
+    from segexport.arch.manet import MAnet
+    from segexport.arch.pan import PAN
+    from segexport.arch.pspnet import PSPNet
+    from segexport.arch.segformer import Segformer
     from segexport.arch.unet import Unet
+    from segexport.arch.unetplusplus import UnetPlusPlus
+    from segexport.arch.upernet import UPerNet
     from segexport.bundle import Bundle
     from segexport.errors import ExportError, InvalidInputError, ParityError, SegexportError
     from segexport.pipeline import build, verify
