@@ -175,6 +175,7 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
             "calib": req.calib,
             "model_arguments": arguments,
             "encoder": req.encoder,
+            "progress": say,
         },
     )
     target.check(spec)

@@ -87,4 +87,5 @@ class Target(Protocol):
 
 def tensor_info(name: str, shape: Sequence[int | str], dtype: str) -> dict[str, Any]:
     """A manifest entry for one input or output."""
-    return {"name": name, "shape": list(shape), "dtype": dtype, "layout": "NCHW" if len(shape) == 4 else "NC"}
+    layout = {4: "NCHW", 3: "NHW", 2: "NC"}.get(len(shape), "N")  # 3-D: an argmax mask
+    return {"name": name, "shape": list(shape), "dtype": dtype, "layout": layout}

@@ -97,9 +97,9 @@ class TorchScriptRunner(_TorchRunner):
     runtime = "torchscript"
 
     def _load(self) -> Callable[..., Any]:
-        import torch
+        from segexport.targets.torchscript import load_torchscript
 
-        return torch.jit.load(str(self.path), map_location=self.device).eval()
+        return load_torchscript(self.path, self.device)
 
 
 class AotiRunner(_TorchRunner):

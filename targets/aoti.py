@@ -1,0 +1,243 @@
+"""AOTInductor target: ``model.pt2``, a compiled shared library plus weights, for applications without Python.
+
+torch.export captures the prepared model; ``torch._inductor.aoti_compile_and_package``
+generates C++ kernels and compiles them with the machine's C++ compiler into a
+package that LibTorch loads with ``torch::inductor::AOTIModelPackageLoader`` and
+Python with ``torch._inductor.aoti_load_package`` (which validation uses). The
+package is compiled for the CPU it was built on (its instruction set) and runs on
+the CPU only.
+
+Compilation takes from seconds to minutes (code generation, then g++ on one large
+file), and inductor redoes both for every AOT build. What can be cached is kept in
+a persistent directory, ``~/.cache/segexport/inductor`` by default, instead of a
+fresh one in /tmp per boot: the probe builds that find the CPU's vector instruction
+sets (8 s and more on a busy 2-core machine, paid by the first compile of every
+process otherwise). The build's own sources and library are removed from it once
+packaged. Progress is reported every 15 s through ``spec.options["progress"]`` when
+the pipeline passes one.
+
+Dynamic graphs are exported from a batch-2 example with an explicit minimum of 1
+for the batch dim: a batch of 1 lets torch.export specialise the dim, and the
+default lower bound of 2 would make batch 1 fall outside the declared range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import time
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segexport.errors import ExportError, InvalidInputError
+from segexport.parity import ParityReport
+
+from .base import ExportResult, ExportSpec
+from .onnx import parity_report
+from .torchscript import _first_line, io_entries, trace_example_shape
+
+MODEL_FILE = "model.pt2"
+#: Seconds between "still compiling" progress lines.
+HEARTBEAT_S = 15.0
+_log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """segexport's persistent cache: $SEGEXPORT_CACHE_DIR, else $XDG_CACHE_HOME/segexport, else ~/.cache/segexport."""
+    explicit = os.environ.get("SEGEXPORT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "segexport"
+
+
+def inductor_cache_dir() -> Path:
+    """Where compiled kernels are cached: $TORCHINDUCTOR_CACHE_DIR when the user set it, else under :func:`cache_root`.
+
+    Inductor writes its default (a folder in /tmp) into that variable the first time it
+    looks the cache up, so a value equal to the default counts as unset.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    explicit = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if explicit and os.path.abspath(explicit) != os.path.abspath(default_cache_dir()):
+        return Path(explicit)
+    return cache_root() / "inductor"
+
+
+def cpp_compiler() -> str:
+    """The C++ compiler inductor will use ($CXX, else g++ / clang++ on PATH); InvalidInputError when there is none."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return get_cpp_compiler()
+    except Exception as exc:  # inductor raises its own InvalidCxxCompiler, or RuntimeError on odd setups
+        raise InvalidInputError(
+            "--target aoti compiles C++ and found no working C++ compiler (" + _first_line(exc) + "); "
+            "install g++ (apt-get install g++) or set CXX to a compiler."
+        ) from exc
+
+
+def export_program(model: Any, spec: ExportSpec) -> Any:
+    """torch.export of the prepared model in export mode; batch, height and width dynamic with --dynamic."""
+    import torch
+
+    from segexport.arch.base import export_mode
+
+    example = torch.zeros(trace_example_shape(spec))
+    dynamic_shapes = None
+    if spec.dynamic:
+        # Height and width: let torch.export derive the valid range (and any stride
+        # divisibility) from the model; batch: declared, so that 1 stays inside it.
+        any_size = torch.export.Dim.DYNAMIC
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1), 2: any_size, 3: any_size},)
+    with export_mode(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+        except Exception as exc:  # torch.export raises many internal types
+            raise ExportError(f"torch.export failed: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def persistent_inductor_cache() -> Iterator[Path]:
+    """Point inductor at :func:`inductor_cache_dir` for the duration of a compile."""
+    path = inductor_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") == str(path):  # the user's own setting: nothing to switch
+        yield path
+        return
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+    with temporary_cache_dir(str(path)):
+        yield path
+
+
+def drop_build_outputs(cache: Path, package: Path) -> None:
+    """Delete this build's generated sources and shared library from the cache; the package holds copies.
+
+    Inductor writes them into the cache but never reuses them for a later AOT build;
+    kept, they would add the model's size (the weights are inside the library) to the
+    cache on every build. They are found by the library's name inside the package.
+    """
+    with zipfile.ZipFile(package) as archive:
+        libraries = {Path(name).name for name in archive.namelist() if name.endswith(".so")}
+    for name in libraries:
+        for found in cache.glob(f"*/{name}"):
+            shutil.rmtree(found.parent, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def heartbeat(say: Callable[[str], None], what: str, every: float = HEARTBEAT_S) -> Iterator[None]:
+    """Call ``say`` every ``every`` seconds while the block runs, with the elapsed time."""
+    start = time.monotonic()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            say(f"{what}: {time.monotonic() - start:.0f} s")
+
+    thread = threading.Thread(target=beat, name="segexport-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def compile_package(program: Any, path: Path, say: Callable[[str], None]) -> float:
+    """AOTInductor-compile ``program`` into the package ``path``; returns the seconds it took."""
+    import torch._inductor
+
+    compiler = cpp_compiler()
+    start = time.monotonic()
+    with persistent_inductor_cache() as cache, warnings.catch_warnings(), _quiet_logger("torch.utils.cpp_extension"):
+        warnings.simplefilter("ignore")
+        say(f"aoti: generating and compiling C++ with {compiler} (cache {cache}); this takes minutes")
+        with heartbeat(say, "aoti: still compiling"):
+            try:
+                torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+            except Exception as exc:  # inductor and the compiler fail in many ways
+                raise ExportError(f"AOTInductor compilation failed: {_first_line(exc)}") from exc
+        drop_build_outputs(cache, path)
+    elapsed = time.monotonic() - start
+    say(f"aoti: compiled in {elapsed:.0f} s")
+    return elapsed
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Hide a logger's warnings for the block: cpp_extension's "No CUDA runtime is found" means nothing for a CPU build."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def run_aoti(path: Path, inputs: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    """Load the package with the Python loader and run it on each input, on the CPU."""
+    import torch
+    import torch._inductor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch._inductor.aoti_load_package(str(path))
+    results = []
+    with torch.inference_mode():
+        for x in inputs:
+            out = module(torch.from_numpy(x))
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            results.append([o.float().numpy() if o.is_floating_point() else o.numpy() for o in out])
+    return results
+
+
+class AotiTarget:
+    """``--target aoti``: model.pt2 compiled by AOTInductor for this CPU, validated through aoti_load_package."""
+
+    name = "aoti"
+    precisions = ("fp32",)
+
+    def check(self, spec: ExportSpec) -> None:
+        if spec.precision not in self.precisions:
+            raise InvalidInputError(
+                f"Precision {spec.precision!r} is not available for target aoti; allowed: {', '.join(self.precisions)}."
+            )
+        cpp_compiler()
+
+    def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
+        say: Callable[[str], None] = spec.options.get("progress") or _log.info
+        start = time.monotonic()
+        program = export_program(model, spec)
+        say(f"aoti: torch.export done in {time.monotonic() - start:.0f} s")
+        path = out_dir / MODEL_FILE
+        compile_s = compile_package(program, path, say)
+        inputs, outputs = io_entries(model, spec, "cpu")
+        extra = {"device": "cpu", "compile_seconds": round(compile_s, 1)}
+        return ExportResult(artifact=MODEL_FILE, files=[MODEL_FILE], inputs=inputs, outputs=outputs, extra=extra)
+
+    def validate(
+        self,
+        out_dir: Path,
+        result: ExportResult,
+        spec: ExportSpec,
+        inputs: Sequence[np.ndarray],
+        reference: Sequence[dict[str, np.ndarray]],
+    ) -> ParityReport:
+        outputs = run_aoti(out_dir / result.artifact, inputs)
+        actual = [dict(zip(spec.output_names, out)) for out in outputs]
+        return parity_report(actual, reference, spec, "aoti_load_package-cpu", [x.shape for x in inputs])
+
+    def describe(self) -> dict[str, Any]:
+        # The runtime is LibTorch of the same torch version, which the manifest already records.
+        return {"runtime": "aoti", "versions": {}}

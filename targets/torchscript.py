@@ -1,0 +1,247 @@
+"""TorchScript target: a traced, frozen, device-portable ``model.ts`` run by torch.jit / LibTorch.
+
+Tracing over scripting: the prepared model is a plain feed-forward graph (the
+shared forward has no data-dependent control flow, and export mode swaps the
+layers whose eager path depends on Python-side sizes), so ``torch.jit.trace``
+records every op with shapes taken from the input and the graph stays valid for
+other batches and sizes. Nothing needs ``torch.jit.script``; if an architecture
+ever branches on tensor values, the fix belongs in its model code.
+
+Optimisation: the module is frozen (weights become constants, conv/add/mul
+folding, dropout removed) but ``torch.jit.optimize_for_inference`` is *not*
+applied before saving: it rewrites convolutions to MKLDNN layouts of the build
+machine, ties the graph to the CPU, and its result cannot be loaded back
+(``torch.jit.load`` fails with "required keyword attribute 'value' is
+undefined"). Call it after loading, on the deployment machine, when running on
+the CPU (``torch.jit.optimize_for_inference(torch.jit.load(...))`` or
+``torch::jit::optimize_for_inference`` in C++).
+
+TorchScript is deprecated upstream (torch >= 2.5 warns on every call); it still
+works on the torch versions segexport supports, and the deprecation warnings are
+silenced here because they say nothing about the artifact.
+
+fp16: the weights and arithmetic are half precision but the graph takes and
+returns float32 (it casts at both ends), so every consumer reads the same
+manifest inputs. fp16 is traced and validated on a CUDA GPU: half-precision
+convolutions on the CPU are slow and not what such an artifact is for.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segexport.errors import ExportError, InvalidInputError
+from segexport.parity import ParityReport
+
+from .base import ExportResult, ExportSpec, tensor_info
+from .onnx import DYNAMIC_DIMS, INPUT_NAME, parity_report
+
+MODEL_FILE = "model.ts"
+#: precision → the device the artifact is traced and validated on
+PRECISION_DEVICE = {"fp32": "cpu", "fp16": "cuda"}
+
+
+def _half_precision_module(model: Any) -> Any:
+    """``model`` in float16, wrapped so that the graph takes and returns float32."""
+    import torch
+    from torch import nn
+
+    class HalfPrecision(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.model = inner
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            outputs = self.model(x.to(torch.float16))
+            return tuple(o.float() if o.is_floating_point() else o for o in outputs)
+
+    return HalfPrecision(copy.deepcopy(model).half()).eval()
+
+
+def trace_example_shape(spec: ExportSpec) -> tuple[int, int, int, int]:
+    """The example input's shape: the export shape, with batch 2 for dynamic graphs.
+
+    Tracing records sizes through ``aten::size`` either way, but a batch of 1 lets
+    model code that tests ``x.shape[0] == 1`` take a branch the trace would keep.
+    """
+    batch = 2 if spec.dynamic and spec.batch == 1 else spec.batch
+    return (batch, spec.in_channels, spec.height, spec.width)
+
+
+def trace_torchscript(model: Any, spec: ExportSpec, device: str = "cpu") -> tuple[Any, list[str]]:
+    """Trace ``model`` in export mode and freeze it; returns the module and the tracer's warnings.
+
+    The tracer's warnings (a tensor converted to a Python number, ...) mark places
+    where a size may have been baked into the graph; they are returned so the
+    manifest can show them, and parity at a second size (``--dynamic``) decides.
+    """
+    import torch
+
+    from segexport.arch.base import export_mode
+
+    module = _half_precision_module(model) if spec.precision == "fp16" else model
+    module = module.to(device).eval()
+    example = torch.zeros(trace_example_shape(spec), device=device)
+    with export_mode(), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)  # TorchScript's deprecation notices
+        try:
+            traced = torch.jit.trace(module, example, check_trace=False)
+            frozen = torch.jit.freeze(traced.eval())
+        except Exception as exc:  # the tracer raises many internal types
+            raise ExportError(f"torch.jit.trace failed: {_first_line(exc)}") from exc
+    notes = sorted({_first_line(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)})
+    return frozen, notes
+
+
+def baked_devices(graph: Any) -> list[str]:
+    """Device constants in ``graph`` (nested blocks included), each with the ops that use it.
+
+    A traced ``torch.zeros(..., device=x.device)`` or ``.to(x.device)`` records the
+    tracing device as a constant: the saved module would then create tensors on that
+    device wherever it runs. Weights are not affected (``map_location`` moves them).
+    """
+    import torch
+
+    found = []
+    for node in graph.findAllNodes("prim::Constant"):
+        value = node.output()
+        if isinstance(value.type(), torch._C.DeviceObjType):
+            users = sorted({use.user.kind() for use in value.uses()})
+            where = node.scopeName() or (node.sourceRange().splitlines() or [""])[0]
+            found.append(f"{value.toIValue()} used by {', '.join(users) or 'nothing'}{f' at {where}' if where else ''}")
+    return found
+
+
+def save_torchscript(module: Any, path: Path) -> None:
+    """``torch.jit.save`` without the deprecation notice."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        torch.jit.save(module, str(path))
+
+
+def load_torchscript(path: Path, device: str = "cpu") -> Any:
+    """``torch.jit.load`` onto ``device`` (weights moved there), without the deprecation notice."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return torch.jit.load(str(path), map_location=device).eval()
+
+
+def io_entries(module: Any, spec: ExportSpec, device: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Manifest entries for the input and outputs, from one run at the export shape.
+
+    Dynamic dims are named as in the ONNX target: batch on every output, height and
+    width on 4D outputs.
+    """
+    import torch
+
+    with torch.no_grad():
+        outputs = module(torch.zeros(spec.input_shape, device=device))
+
+    def shape(dims: Sequence[int]) -> list[int | str]:
+        named: list[int | str] = list(dims)
+        if spec.dynamic:
+            for axis, label in DYNAMIC_DIMS.items():
+                if axis < len(named) and (len(named) == 4 or axis == 0):
+                    named[axis] = label
+        return named
+
+    inputs = [tensor_info(INPUT_NAME, shape(spec.input_shape), "float32")]
+    outs = [tensor_info(name, shape(o.shape), str(o.dtype).removeprefix("torch.")) for name, o in zip(spec.output_names, outputs)]
+    return inputs, outs
+
+
+def run_torchscript(path: Path, inputs: Sequence[np.ndarray], device: str = "cpu") -> list[list[np.ndarray]]:
+    """Load ``path`` onto ``device`` and run it on each input; outputs as float32/int numpy arrays."""
+    import torch
+
+    module = load_torchscript(path, device)
+    results = []
+    with torch.inference_mode():
+        for x in inputs:
+            out = module(torch.from_numpy(x).to(device))
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            results.append([o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in out])
+    return results
+
+
+class TorchScriptTarget:
+    """``--target torchscript``: model.ts, traced and frozen, validated by loading it back with torch.jit.load."""
+
+    name = "torchscript"
+    precisions = ("fp32", "fp16")
+
+    def check(self, spec: ExportSpec) -> None:
+        if spec.precision not in self.precisions:
+            raise InvalidInputError(
+                f"Precision {spec.precision!r} is not available for target torchscript; allowed: {', '.join(self.precisions)}."
+            )
+        if spec.precision == "fp16":
+            _require_cuda()
+
+    def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
+        device = PRECISION_DEVICE[spec.precision]
+        module, notes = trace_torchscript(model, spec, device)
+        baked = baked_devices(module.graph)
+        if baked:
+            raise ExportError(
+                "The traced graph hard-codes a device, so model.ts would not run elsewhere: "
+                + "; ".join(baked)
+                + ". Create tensors from the input (x.new_zeros, torch.zeros_like) in the model code."
+            )
+        path = out_dir / MODEL_FILE
+        save_torchscript(module, path)
+        inputs, outputs = io_entries(module, spec, device)
+        extra: dict[str, Any] = {
+            "traced_on": device,
+            "compute_dtype": "float16" if spec.precision == "fp16" else "float32",
+            "frozen": True,
+        }
+        if notes:
+            extra["tracer_warnings"] = notes
+        return ExportResult(artifact=MODEL_FILE, files=[MODEL_FILE], inputs=inputs, outputs=outputs, extra=extra)
+
+    def validate(
+        self,
+        out_dir: Path,
+        result: ExportResult,
+        spec: ExportSpec,
+        inputs: Sequence[np.ndarray],
+        reference: Sequence[dict[str, np.ndarray]],
+    ) -> ParityReport:
+        if spec.precision == "fp16":
+            _require_cuda()
+        device = PRECISION_DEVICE.get(spec.precision, "cpu")
+        outputs = run_torchscript(out_dir / result.artifact, inputs, device)
+        actual = [dict(zip(spec.output_names, out)) for out in outputs]
+        validated_with = f"torch.jit.load-{device}" + ("-fp16" if spec.precision == "fp16" else "")
+        return parity_report(actual, reference, spec, validated_with, [x.shape for x in inputs])
+
+    def describe(self) -> dict[str, Any]:
+        # The runtime is LibTorch of the same torch version, which the manifest already records.
+        return {"runtime": "torchscript", "versions": {}}
+
+
+def _require_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InvalidInputError(
+            "fp16 TorchScript is traced and validated on a CUDA GPU, and none is available on this machine; "
+            "build fp32 (drop --fp16) here, or build on a machine with a GPU."
+        )
+
+
+def _first_line(exc: BaseException | Warning | str) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
