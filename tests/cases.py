@@ -41,3 +41,23 @@ def tiny_kwargs(arch: str, depth: int | None = None) -> dict[str, Any]:
     if depth is not None and isinstance(kwargs.get("decoder_channels"), tuple):
         kwargs["decoder_channels"] = kwargs["decoder_channels"][:depth]
     return kwargs
+
+
+def export_cases() -> list:
+    """(arch, dynamic, aux) cases for target conformance tests.
+
+    Every architecture is exported static without the aux head and dynamic with it,
+    so each architecture is checked static and dynamic, with and without aux; unet
+    also runs the two other combinations. This halves the builds of the full cross.
+    """
+    import pytest
+
+    from segexport.arch.registry import list_architectures
+
+    cases = []
+    for arch in list_architectures():
+        combos = [(False, False), (True, True)] + ([(False, True), (True, False)] if arch == "unet" else [])
+        for dynamic, aux in combos:
+            name = f"{arch}-{'dynamic' if dynamic else 'static'}-{'mask+label' if aux else 'mask'}"
+            cases.append(pytest.param(arch, dynamic, aux, id=name))
+    return cases

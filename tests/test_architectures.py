@@ -46,7 +46,8 @@ def default_depth(arch: str) -> int:
 
 def build(arch: str, encoder: str, depth: int | None = None, **kwargs):  # type: ignore[no-untyped-def]
     extra = {} if depth is None or arch == "dpt" else {"encoder_depth": depth}
-    return segexport.create_model(arch, encoder, encoder_weights=None, **tiny_kwargs(arch, depth), **extra, **kwargs).eval()
+    tiny = tiny_kwargs(segexport.arch.registry.canonical_name(arch), depth)
+    return segexport.create_model(arch, encoder, encoder_weights=None, **tiny, **extra, **kwargs).eval()
 
 
 @pytest.mark.parametrize(("arch", "encoder", "depth"), encoder_cases())

@@ -6,10 +6,9 @@ import json
 
 import onnx
 import pytest
-from cases import EXPORT_ENCODER, SIZE, tiny_kwargs
+from cases import EXPORT_ENCODER, SIZE, export_cases, tiny_kwargs
 
 import segexport
-from segexport.arch.registry import list_architectures
 
 pytestmark = pytest.mark.onnx
 
@@ -27,9 +26,7 @@ def build_tiny(arch: str, tmp_path, **options):  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.mark.parametrize("aux", [False, True], ids=["mask", "mask+label"])
-@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
-@pytest.mark.parametrize("arch", list_architectures())
+@pytest.mark.parametrize(("arch", "dynamic", "aux"), export_cases())
 def test_every_architecture_exports_with_parity(arch, dynamic, aux, tmp_path):
     bundle = build_tiny(arch, tmp_path, dynamic=dynamic, aux_classes=3 if aux else None, classes=2)
     parity = bundle.manifest["parity"]

@@ -7,10 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from cases import EXPORT_ENCODER, SIZE, tiny_kwargs
+from cases import EXPORT_ENCODER, SIZE, export_cases, tiny_kwargs
 
 import segexport
-from segexport.arch.registry import list_architectures
 from segexport.targets import ExportSpec, get_target
 from segexport.targets.torchscript import baked_devices, load_torchscript
 
@@ -31,9 +30,7 @@ def build_tiny(arch: str, tmp_path, **options):  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.mark.parametrize("aux", [False, True], ids=["mask", "mask+label"])
-@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
-@pytest.mark.parametrize("arch", list_architectures())
+@pytest.mark.parametrize(("arch", "dynamic", "aux"), export_cases())
 def test_every_architecture_traces_with_parity(arch, dynamic, aux, tmp_path):
     bundle = build_tiny(arch, tmp_path, dynamic=dynamic, aux_classes=3 if aux else None, classes=2)
     m = bundle.manifest
