@@ -62,3 +62,10 @@ def test_json_output_from_cli(dynamic_bundle, capsys):
     assert exc.value.code in (0, None)
     data = json.loads(capsys.readouterr().out)
     assert data["results"][0]["latency_ms"]["median"] > 0
+
+
+@pytest.mark.torchscript
+def test_torchscript_bundle_benches_in_its_own_runtime(tmp_path):
+    bundle = segexport.build("unet", "resnet18", target="torchscript", height=64, width=64, arch_args=TINY, out=tmp_path / "ts")
+    report = bench(str(bundle.path), warmup=1, iters=3)
+    assert report.results[0].runtime == "torchscript" and report.results[0].latency_ms.median > 0
