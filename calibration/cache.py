@@ -1,0 +1,102 @@
+"""Calibration range cache: one JSON file, entries keyed by what the ranges depend on.
+
+Ranges depend on the fp32 graph (its bytes: weights and structure), the calibration
+method and its parameters, the op types whose tensors are calibrated, the exact
+images (names and content hashes) and their preparation. The key is the sha256 of all
+of these, so a rebuild with the same inputs skips calibration and anything else
+recalibrates. One file may hold several entries (a folder of bundles can share it);
+the oldest are dropped beyond ``MAX_ENTRIES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from segexport.errors import InvalidInputError
+
+CACHE_FORMAT = "segexport-calibration-cache/1"
+MAX_ENTRIES = 16
+#: ``bundle.staging_dir`` names its directory ``.<bundle name>.<random>.tmp``.
+_STAGING = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
+
+Ranges = dict[str, tuple[float, float]]
+
+
+def default_cache_path(work_dir: Path) -> Path:
+    """``<bundle>.calib.json`` beside the bundle that ``work_dir`` (its staging directory) becomes."""
+    match = _STAGING.fullmatch(work_dir.name)
+    name = match.group("name") if match else work_dir.name
+    return work_dir.parent / f"{name}.calib.json"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, plus its external-data file when the graph has one."""
+    digest = hashlib.sha256()
+    for part in (path, path.with_name(path.name + ".data")):
+        if part.exists():
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(**parts: Any) -> str:
+    """sha256 of the JSON of ``parts`` (sorted keys, so the order of keywords does not matter)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_ranges(path: Path, key: str) -> Ranges | None:
+    """The ranges stored under ``key`` in ``path``, or None (no file, other key, or an older format)."""
+    entries = _read(path)
+    entry = entries.get(key)
+    if entry is None:
+        return None
+    return {name: (float(lo), float(hi)) for name, (lo, hi) in entry["ranges"].items()}
+
+
+def save_ranges(path: Path, key: str, ranges: Ranges, about: dict[str, Any]) -> None:
+    """Store ``ranges`` under ``key`` (atomically: a crash never leaves half a file)."""
+    entries = _read(path)
+    entries.pop(key, None)
+    entries[key] = {"about": about, "ranges": {name: [lo, hi] for name, (lo, hi) in sorted(ranges.items())}}
+    while len(entries) > MAX_ENTRIES:
+        entries.pop(next(iter(entries)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"format": CACHE_FORMAT, "entries": entries}, f, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the cache is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    if not path.is_file():
+        raise InvalidInputError(f"--calib-cache {str(path)!r} exists and is not a file.")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(
+            f"--calib-cache {str(path)!r} is not a segexport calibration cache ({exc}); delete it or pass another file."
+        ) from exc
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        raise InvalidInputError(
+            f"--calib-cache {str(path)!r} is not a segexport calibration cache (format {CACHE_FORMAT}); "
+            "delete it or pass another file."
+        )
+    return dict(data.get("entries", {}))
