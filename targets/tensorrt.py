@@ -165,8 +165,9 @@ def optimization_profile(spec: ExportSpec) -> Profile | None:
     if not spec.dynamic:
         if given:
             flags = ", ".join(SHAPE_FLAGS[k] for k in given)
+            verb = "needs" if len(given) == 1 else "need"
             raise InvalidInputError(
-                f"{flags} need --dynamic: a static engine has the one shape {'x'.join(map(str, spec.input_shape))}."
+                f"{flags} {verb} --dynamic: a static engine has the one shape {'x'.join(map(str, spec.input_shape))}."
             )
         return None
     b, c, h, w = spec.input_shape

@@ -185,7 +185,7 @@ def tiny_spec(**kw: object) -> ExportSpec:
 @pytest.mark.parametrize(
     ("dynamic", "options", "fragment"),
     [
-        (False, {"min_shape": "1x3x32x32"}, "--min-shape need --dynamic"),
+        (False, {"min_shape": "1x3x32x32"}, "--min-shape needs --dynamic"),
         (True, {"min_shape": "1x3x32x32", "opt_shape": "1x3x64x64"}, "missing: --max-shape"),
         (True, {"min_shape": "1x3x32", "opt_shape": "1x3x64x64", "max_shape": "1x3x64x64"}, "'1x3x32' is not a shape NxCxHxW"),
         (True, {"min_shape": "1x3xAx32", "opt_shape": "1x3x64x64", "max_shape": "1x3x64x64"}, "positive integers"),
