@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cases import tiny_kwargs
 
 import segexport
 from segexport.parity import compare_outputs
@@ -93,19 +94,18 @@ def test_torchscript_bundle_output_matches_python_eager(consumer, tmp_path):
 
 
 @pytest.mark.aoti
-@pytest.mark.slow
-def test_aoti_bundle_runs_through_the_package_loader(consumer, tmp_path):
-    options = {"height": 64, "width": 64, "classes": 2, "dynamic": True, "arch_args": {"decoder_channels": (32, 16, 16, 8, 8)}}
-    bundle = segexport.build("unet", "resnet18", target="aoti", out=tmp_path / "bundle", **options)
+def test_aoti_bundle_runs_through_the_package_loader(consumer, aoti_unet_bundle, tmp_path):
     x = np.random.default_rng(7).standard_normal((2, 3, 96, 64)).astype(np.float32)
     x.tofile(tmp_path / "input.raw")
 
-    done = run(consumer, bundle.path, tmp_path / "input.raw", tmp_path / "out", "--shape", "2x3x96x64")
+    done = run(consumer, aoti_unet_bundle.path, tmp_path / "input.raw", tmp_path / "out", "--shape", "2x3x96x64")
     assert done.returncode == 0, done.stderr
-    model, _ = create_from_request(BuildRequest(arch="unet", encoder="resnet18", **options))
+    request = BuildRequest(arch="unet", encoder="resnet34", classes=2, aux_classes=3, arch_args=tiny_kwargs("unet"))
+    model, _ = create_from_request(request)
     with torch.no_grad():
-        mask = model(torch.from_numpy(x)).numpy()
+        mask, label = (t.numpy() for t in model(torch.from_numpy(x)))
     check_like_parity(np.fromfile(tmp_path / "out" / "mask.f32", dtype=np.float32).reshape(mask.shape), mask, "mask")
+    check_like_parity(np.fromfile(tmp_path / "out" / "label.f32", dtype=np.float32).reshape(label.shape), label, "label")
     assert (tmp_path / "out" / "mask_0.png").is_file() and (tmp_path / "out" / "mask_1.png").is_file()
 
 

@@ -69,7 +69,6 @@ def test_mit_cannot_be_dilated(output_stride):
 
 
 @pytest.mark.onnx
-@pytest.mark.slow
 def test_exported_mit_unet_graph_has_no_zero_sized_tensor():
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
@@ -324,33 +323,33 @@ def test_vit_encoder_bad_arguments_raise_clear_errors(kwargs, message):
 
 # One small timm member per family SMP documents; inception needs inputs >= 75 px (unpadded convs).
 FAMILIES = [
-    ("resnet", "resnet18", 64, False),
-    ("resnext", "resnext26ts", 64, False),
-    ("resnest", "resnest14d", 64, False),
-    ("res2net", "res2net50_14w_8s", 64, True),
-    ("res2next", "res2next50", 64, True),
-    ("regnetx", "regnetx_002", 64, False),
-    ("regnety", "regnety_002", 64, False),
-    ("gernet", "gernet_s", 64, False),
-    ("senet", "legacy_seresnet18", 64, False),
-    ("skresnet", "skresnet18", 64, False),
-    ("skresnext", "skresnext50_32x4d", 64, True),
-    ("densenet", "densenet121", 64, True),
-    ("inception", "inception_v3", 96, True),
-    ("inceptionv4", "inception_v4", 96, True),
-    ("inceptionresnetv2", "inception_resnet_v2", 96, True),
-    ("efficientnet", "efficientnet_lite0", 64, False),
-    ("efficientnet-tf-same-padding", "tf_efficientnet_lite0", 64, False),
-    ("mobilenetv2", "mobilenetv2_035", 64, False),
-    ("mobilenetv3", "mobilenetv3_small_050", 64, False),
-    ("dpn", "dpn48b", 64, False),
-    ("vgg", "vgg11", 64, True),
+    ("resnet", "resnet18", 64),
+    ("resnext", "resnext26ts", 64),
+    ("resnest", "resnest14d", 64),
+    ("res2net", "res2net50_14w_8s", 64),
+    ("res2next", "res2next50", 64),
+    ("regnetx", "regnetx_002", 64),
+    ("regnety", "regnety_002", 64),
+    ("gernet", "gernet_s", 64),
+    ("senet", "legacy_seresnet18", 64),
+    ("skresnet", "skresnet18", 64),
+    ("skresnext", "skresnext50_32x4d", 64),
+    ("densenet", "densenet121", 64),
+    ("inception", "inception_v3", 96),
+    ("inceptionv4", "inception_v4", 96),
+    ("inceptionresnetv2", "inception_resnet_v2", 96),
+    ("efficientnet", "efficientnet_lite0", 64),
+    ("efficientnet-tf-same-padding", "tf_efficientnet_lite0", 64),
+    ("mobilenetv2", "mobilenetv2_035", 64),
+    ("mobilenetv3", "mobilenetv3_small_050", 64),
+    ("dpn", "dpn48b", 64),
+    ("vgg", "vgg11", 64),
 ]
 
 
 @pytest.mark.parametrize(
     ("timm_name", "size"),
-    [pytest.param(n, s, id=f, marks=[pytest.mark.slow] if slow else []) for f, n, s, slow in FAMILIES],
+    [pytest.param(n, s, id=f) for f, n, s in FAMILIES],
 )
 def test_every_smp_encoder_family_builds_a_unet_through_tu(timm_name, size):
     model = Unet(f"tu-{timm_name}", encoder_weights=None, decoder_channels=SMALL_DECODER, classes=2).eval()

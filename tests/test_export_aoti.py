@@ -1,7 +1,8 @@
 """The AOTInductor target: model.pt2 compiled with the machine's C++ compiler, parity through aoti_load_package.
 
 Compiling takes about a minute per model on 2 cores, so only two models are built,
-tiny, one with dynamic shapes and one static.
+tiny, one with dynamic shapes and one static; the dynamic one (a session fixture in
+conftest.py) also serves the C++ consumer's test.
 """
 
 from __future__ import annotations
@@ -31,14 +32,7 @@ def build_tiny(arch: str, tmp_path, **options):  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("arch", "dynamic", "aux"),
-    [("unet", True, True), ("deeplabv3plus", False, False)],
-    ids=["unet-resnet34-dynamic-mask+label", "deeplabv3plus-resnet34-static-mask"],
-)
-def test_package_passes_parity_in_the_python_loader(arch, dynamic, aux, tmp_path):
-    bundle = build_tiny(arch, tmp_path, dynamic=dynamic, aux_classes=3 if aux else None, classes=2)
+def check_package(bundle, arch: str, dynamic: bool, aux: bool) -> None:  # type: ignore[no-untyped-def]
     m = bundle.manifest
     assert m["parity"]["passed"] and m["parity"]["validated_with"] == "aoti_load_package-cpu"
     assert [o["name"] for o in m["outputs"]] == (["mask", "label"] if aux else ["mask"])
@@ -50,6 +44,14 @@ def test_package_passes_parity_in_the_python_loader(arch, dynamic, aux, tmp_path
     cache = inductor_cache_dir()
     assert any(cache.iterdir())  # the CPU probes stay cached for the next build...
     assert not list(cache.glob("*/*.wrapper.so"))  # ...but not this build's library, which the package holds
+
+
+def test_dynamic_unet_resnet34_package_with_label_passes_parity_in_the_python_loader(aoti_unet_bundle):
+    check_package(aoti_unet_bundle, "unet", dynamic=True, aux=True)
+
+
+def test_static_deeplabv3plus_resnet34_package_passes_parity_in_the_python_loader(tmp_path):
+    check_package(build_tiny("deeplabv3plus", tmp_path, classes=2), "deeplabv3plus", dynamic=False, aux=False)
 
 
 def test_fp16_is_refused_before_compiling(tmp_path):
