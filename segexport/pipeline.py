@@ -21,6 +21,11 @@ from segexport.errors import InvalidInputError, ParityError
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_OPSET = 18
 REFERENCE_FILE = "reference.npz"
+#: What to try next when a precision that cannot match fp32 exactly falls short of its agreement threshold.
+RETRY_HINTS = {
+    "int8": ". int8 lost too much of this model's mask: try --calib-method percentile or entropy, more "
+    "--calib-count images from the deployment domain, or --fp16",
+}
 Progress = Callable[[str], None]
 
 
@@ -203,7 +208,9 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
         report = target.validate(staging, result, spec, inputs, reference)
         if not report.passed:
             failed = write_failure(staging, out, report.to_dict(), result.files)
-            raise ParityError(f"Parity check failed ({report.summary()}); report kept in {failed}/report.json")
+            raise ParityError(
+                f"Parity check failed ({report.summary()}); report kept in {failed}/report.json{RETRY_HINTS.get(req.precision, '')}"
+            )
         say(f"parity ok: {report.summary()}")
         np.savez(
             staging / REFERENCE_FILE,

@@ -415,25 +415,6 @@ def _bundle_runtime(engine_path: Path) -> str | None:
     return None
 
 
-def run_qdq_reference(path: Path, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Run a Q/DQ graph in onnxruntime with the Q/DQ nodes executed as written (fake quantization).
-
-    Basic optimizations only: onnxruntime's level-2 rewrites turn some of the Q/DQ patterns
-    into its own integer kernels, each with its own requantization rounding, and leave others
-    in float (28 of 47 convolutions fused on unet-resnet34), so the figures would describe a
-    mix. Executed as written, Q/DQ is the reference semantics TensorRT implements.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    input_name = session.get_inputs()[0].name
-    return [dict(zip(names, session.run(None, {input_name: x}))) for x in inputs]
-
-
 # --------------------------------------------------------------------------- target
 
 
@@ -518,8 +499,8 @@ class TensorRTTarget:
                 return parity_report(
                     actual, [r for _, r in fits], spec, f"{runtime or 'tensorrt'} ({result.artifact})", [x.shape for x, _ in fits]
                 )
-        run_cpu = run_qdq_reference if spec.precision == "int8" else run_onnxruntime
-        actual = run_cpu(out_dir / onnx_name, inputs)
+        # int8: the Q/DQ nodes run as written (fake quantization), as TensorRT executes them.
+        actual = run_onnxruntime(out_dir / onnx_name, inputs, as_written=spec.precision == "int8")
         return parity_report(actual, reference, spec, f"onnxruntime-cpu ({onnx_name})", [x.shape for x in inputs])
 
     def describe(self) -> dict[str, Any]:

@@ -314,3 +314,12 @@ def test_onnx_int8_bundle_of_a_trained_unet_agrees_with_fp32_on_photographs(phot
     assert mask["agreement"] >= 0.98 and mask["mean_iou"] >= 0.9
     assert {"model.onnx", "model.fp32.onnx"} <= set(bundle.manifest["sha256"])
     assert (tmp_path / "bundle.calib.json").is_file()
+
+
+def test_int8_short_of_the_agreement_threshold_says_what_to_try(tmp_path):
+    options = {"calib_count": 2, "min_agreement": 1.01}  # no int8 graph agrees on more than every pixel
+    with pytest.raises(segexport.ParityError, match="try --calib-method percentile or entropy.*or --fp16"):
+        segexport.build(
+            "linknet", "resnet18", precision="int8", calib="random", height=64, width=64, out=tmp_path / "bundle", target_options=options
+        )
+    assert not (tmp_path / "bundle").exists()

@@ -146,8 +146,9 @@ def test_dynamic_engine_records_its_profile(tmp_path):
 
 #: Measured below the int8 threshold with models trained on the synthetic task (see the reason).
 INT8_BELOW_THRESHOLD = {
-    "pan": "PAN's attention scales features up to ~2000 next to features of ~5 in this briefly trained model; "
-    "symmetric per-tensor int8 keeps 0.974 of the mask (threshold 0.98).",
+    "pan": "PAN's attention products reach ~2000 beside features of ~5 in this briefly trained model: int8 keeps "
+    "0.92 of the mask (threshold 0.98). The loss is spread over the activations (int8 weights alone keep 0.996; "
+    "0.99 needs 93 of its 105 quantized activations in float), so no small float fallback saves it.",
 }
 
 
