@@ -20,6 +20,24 @@ def median_seconds(fn: Callable[[], object], *, warmup: int = 2, iters: int = 10
     return statistics.median(times)
 
 
+def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int, iters: int = 1) -> dict[str, list[float]]:
+    """Per runtime, one median of ``iters`` calls per round, over ``rounds`` rounds that run every runtime in turn.
+
+    Each round starts one runtime later than the last, so none always runs right after the
+    same other one (measured here: always timing B after A made B 6% slower than A in a
+    fixed order and 2% faster in a rotating one). Every call is warmed up three times first
+    (TorchScript's profiling executor optimizes the graph after its first runs).
+    """
+    for call in calls.values():
+        median_seconds(call, warmup=3, iters=1)
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            samples[name].append(median_seconds(calls[name], warmup=0, iters=iters))
+    return samples
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     """Wall time of one call and its result."""
     start = time.perf_counter()

@@ -2,8 +2,8 @@
 
 Builds the three bundles with segexport (same seeded weights, static 1x3xSxS), then
 times each artifact in its own runtime in this process, on the same input and thread
-count: two warm-up calls each, then ``--iters`` rounds in which every runtime runs once
-in turn, so that load changes on a shared machine hit all of them alike; the table
+count: three warm-up calls each, then ``--iters`` rounds in which every runtime runs once
+in turn (the order rotating), so that load changes and run order hit all of them alike; the table
 gives the median (and the minimum) per runtime. TorchScript is timed as loaded and after
 ``torch.jit.optimize_for_inference`` (MKLDNN kernels, which can only be applied on the
 deployment machine, after loading).
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import machine, median_seconds, timed  # noqa: E402
+from _timing import interleaved_times, machine, timed  # noqa: E402
 
 
 def runners(bundles: dict[str, Path], x: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
@@ -60,17 +60,6 @@ def runners(bundles: dict[str, Path], x: np.ndarray, threads: int) -> dict[str, 
         "TorchScript + optimize_for_inference at load": under_inference_mode(lambda: optimized(xt)),
         "AOTInductor (model.pt2)": under_inference_mode(lambda: compiled(xt)),
     }
-
-
-def interleaved_times(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Seconds per call for each runtime, over ``rounds`` rounds that run every runtime once in turn."""
-    for call in calls.values():
-        median_seconds(call, warmup=2, iters=1)
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            samples[name].append(median_seconds(call, warmup=0, iters=1))
-    return samples
 
 
 def main() -> None:

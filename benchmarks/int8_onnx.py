@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from _timing import machine, median_seconds, timed  # noqa: E402
+from _timing import interleaved_times, machine, timed  # noqa: E402
 
 
 def ort_session(path: Path, threads: int | None):  # type: ignore[no-untyped-def]
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--calib-count", type=int, default=12)
     parser.add_argument("--calib-method", default="minmax")
     parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="Alternating timing rounds per model.")
+    parser.add_argument("--rounds", type=int, default=6, help="Timing rounds, each graph in turn, the order rotating.")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: its own).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
@@ -104,10 +104,8 @@ def main() -> None:
         with np.load(int8.path / "reference.npz") as ref:
             inputs = [ref[k] for k in sorted(ref.files, key=lambda k: int(k.split("_")[1])) if k.startswith("input_")]
         feed = {"input": inputs[0]}
-        rounds: dict[str, list[float]] = {name: [] for name in sessions}
-        for _ in range(args.rounds):
-            for name, session in sessions.items():
-                rounds[name].append(median_seconds(lambda s=session: s.run(None, feed), warmup=2, iters=args.iters))
+        calls = {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}
+        rounds = interleaved_times(calls, args.rounds, args.iters)
         latency = {name: statistics.median(times) * 1e3 for name, times in rounds.items()}
 
         # Agreement of the two int8 graphs with fp32 onnxruntime on every calibration photograph.

@@ -1,7 +1,9 @@
 """Build time and CPU latency of segexport's ONNX artifact vs the plain path and eager PyTorch.
 
 The plain path is what a user would otherwise write: torch.onnx.export + onnxsim.
-All figures come from one run on this machine; ratios are computed within it.
+All figures come from one run on this machine; ratios are computed within it. Latencies
+are medians over ``--rounds`` rounds that run each runtime in turn (``--iters`` runs each,
+the order rotating), so that load changes and run order hit all three alike.
 
     python benchmarks/onnx_build.py [--arch unet --encoder resnet34 --size 512 --iters 10]
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import machine, median_seconds, timed  # noqa: E402
+from _timing import interleaved_times, machine, timed  # noqa: E402
 
 
 def plain_export(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="resnet34")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=6, help="Timing rounds, each runtime in turn, the order rotating.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
 
@@ -67,10 +71,10 @@ def main() -> None:
 
         ours, plain = ort_session(bundle.artifact), ort_session(plain_path)
         feed = {"input": x.numpy()}
+        runs = {"eager": lambda: model(x), "plain": lambda: plain.run(None, feed), "ours": lambda: ours.run(None, feed)}
         with torch.inference_mode():
-            eager = median_seconds(lambda: model(x), iters=args.iters)
-        ours_lat = median_seconds(lambda: ours.run(None, feed), iters=args.iters)
-        plain_lat = median_seconds(lambda: plain.run(None, feed), iters=args.iters)
+            rounds = interleaved_times(runs, args.rounds, args.iters)
+        eager, plain_lat, ours_lat = (statistics.median(rounds[name]) for name in ("eager", "plain", "ours"))
 
     figures = {
         "model": f"{args.arch}-{args.encoder} 1x3x{args.size}x{args.size}",
@@ -80,7 +84,7 @@ def main() -> None:
         "latency_ms": {"eager PyTorch": eager * 1e3, "plain export, onnxruntime": plain_lat * 1e3, "segexport, onnxruntime": ours_lat * 1e3},
         "ratios": {"speedup vs eager": eager / ours_lat, "speedup vs plain export": plain_lat / ours_lat},
     }
-    print(f"{figures['model']} on {figures['machine']} ({figures['torch_threads']} threads)\n")
+    print(f"{figures['model']} on {figures['machine']}, torch {torch.__version__} ({figures['torch_threads']} threads)\n")
     print("| step | seconds |\n|---|---|")
     for k, v in figures["build_s"].items():
         print(f"| build: {k} | {v:.1f} |")

@@ -175,6 +175,11 @@ class MatrixConfig:
     width: int = 512
     #: Calibration images folder (or "random") for int8 cells; int8 cells are n/a without it.
     calib: str | None = None
+    #: Folder of trained state_dicts named ``<arch>-<encoder>.<pth|pt|ckpt|bin|safetensors>``; a row
+    #: whose file is there builds from it, the others from seeded random weights.
+    checkpoints: str | os.PathLike[str] | None = None
+    #: Output classes of every model (the checkpoints' heads must have as many).
+    classes: int = 1
     #: Constructor keywords per architecture; the key "*" applies to every architecture (per-arch entries win).
     arch_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Modules or .py files imported first, in the parent and in every worker (custom architectures, encoders).
@@ -367,6 +372,37 @@ def calib_fingerprint(calib: str | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def row_checkpoints(folder: str | os.PathLike[str] | None, rows: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Path]:
+    """The weights file of each (arch, encoder) row found in ``folder`` as ``<arch>-<encoder>.<suffix>``."""
+    if folder is None:
+        return {}
+    from segexport.checkpoint import SUFFIXES
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise InvalidInputError(f"--checkpoints {str(folder)!r} is not a folder; give one holding <arch>-<encoder>.pth files.")
+    found = {}
+    for arch, encoder in rows:
+        matches = [root / f"{arch}-{encoder}{suffix}" for suffix in SUFFIXES if (root / f"{arch}-{encoder}{suffix}").is_file()]
+        if len(matches) > 1:
+            raise InvalidInputError(f"--checkpoints holds {len(matches)} files for {arch}-{encoder} ({', '.join(p.name for p in matches)}); keep one.")
+        if matches:
+            found[(arch, encoder)] = matches[0]
+    if not found:
+        example = "-".join(rows[0]) if rows else "unet-resnet34"
+        raise InvalidInputError(f"--checkpoints {str(folder)!r} holds no file for any row; name them <arch>-<encoder>.pth (e.g. {example}.pth).")
+    return found
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, shortened (weights decide a cell's outcome as much as versions do)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def plugins_fingerprint(plugins: Sequence[str]) -> list[str]:
     """Each plugin with a digest of its source file, so editing a custom architecture re-runs its cells."""
     prints = []
@@ -382,8 +418,11 @@ def plugins_fingerprint(plugins: Sequence[str]) -> list[str]:
 
 
 def cell_key(cell: Cell, arch_args: Mapping[str, Any], height: int, width: int, calib: str | None,
-             versions: Mapping[str, str | None], plugins: Sequence[str]) -> str:
-    """Fingerprint of everything a cell's outcome depends on; equal keys mean --resume may reuse it."""
+             versions: Mapping[str, str | None], plugins: Sequence[str], checkpoint: str | None = None, classes: int = 1) -> str:
+    """Fingerprint of everything a cell's outcome depends on; equal keys mean --resume may reuse it.
+
+    ``checkpoint`` is the digest of the row's weights file (None: random weights).
+    """
     payload = {
         "cell": asdict(cell),
         "arch_args": arch_args,
@@ -392,6 +431,8 @@ def cell_key(cell: Cell, arch_args: Mapping[str, Any], height: int, width: int, 
         "versions": versions,
         "plugins": list(plugins),
     }
+    if checkpoint is not None or classes != 1:  # keys of runs without either stay as they were
+        payload.update(checkpoint=checkpoint, classes=classes)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()[:20]
 
 
@@ -452,6 +493,8 @@ def _check_config(config: MatrixConfig, jobs: int) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidInputError(f"{name} must be an integer >= 1; got {value!r}.")
+    if not isinstance(config.classes, int) or isinstance(config.classes, bool) or config.classes < 1:
+        raise InvalidInputError(f"--classes must be an integer >= 1; got {config.classes!r}.")
     if jobs < 1:
         raise InvalidInputError(f"-j must be >= 1; got {jobs}.")
     if not config.timeout > 0:
@@ -524,6 +567,8 @@ def run_matrix(config: MatrixConfig, progress: Progress | None = None) -> Matrix
     archs, encoders, targets, precisions = resolve_names(config)
     arch_args = resolve_arch_args(config.arch_args, archs)
     calib_fp = calib_fingerprint(config.calib)
+    checkpoints = row_checkpoints(config.checkpoints, [(a, e) for a in archs for e in encoders])
+    digests = {row: file_digest(path) for row, path in checkpoints.items()}
     versions = tool_versions()
     plugin_prints = plugins_fingerprint(config.plugins)
     out = Path(config.out)
@@ -536,7 +581,10 @@ def run_matrix(config: MatrixConfig, progress: Progress | None = None) -> Matrix
     columns = [(t, p) for t in targets for p in precisions]
     cells = [Cell(a, e, t, p) for a in archs for e in encoders for t, p in columns]
     infos = {t: _target_info(t) for t in targets}
-    keys = {c: cell_key(c, arch_args[c.arch], config.height, config.width, calib_fp, versions, plugin_prints) for c in cells}
+    keys = {
+        c: cell_key(c, arch_args[c.arch], config.height, config.width, calib_fp, versions, plugin_prints, digests.get(c.row), config.classes)
+        for c in cells
+    }
     previous = _load_previous(json_path, say) if config.resume else {}
 
     results: dict[Cell, CellResult] = {}
@@ -558,6 +606,8 @@ def run_matrix(config: MatrixConfig, progress: Progress | None = None) -> Matrix
         "width": config.width,
         "batch": 1,
         "calib": config.calib,
+        "classes": config.classes,
+        "checkpoints": {f"{a}-{e}": path.name for (a, e), path in checkpoints.items()},
         "arch_args": arch_args,
         "plugins": list(config.plugins),
         "jobs": jobs,
@@ -593,7 +643,7 @@ def run_matrix(config: MatrixConfig, progress: Progress | None = None) -> Matrix
         f"with -j {jobs} ({threads} thread{'s' * (threads != 1)} each), timeout {config.timeout:g} s"
     )
     work = Path(tempfile.mkdtemp(prefix=".work-", dir=out))
-    runner = _CellRunner(config, out, work, jobs, threads, arch_args, keys, say, total=len(cells))
+    runner = _CellRunner(config, out, work, jobs, threads, arch_args, keys, say, total=len(cells), checkpoints=checkpoints)
     try:
         runner.run(schedule_order(todo), results, on_change=save)
         report.complete = True
@@ -627,9 +677,11 @@ class _CellRunner:
     """Starts workers, watches them (result, crash, timeout) and records results."""
 
     def __init__(self, config: MatrixConfig, out: Path, work: Path, jobs: int, threads: int,
-                 arch_args: Mapping[str, Mapping[str, Any]], keys: Mapping[Cell, str], say: Progress, total: int) -> None:
+                 arch_args: Mapping[str, Mapping[str, Any]], keys: Mapping[Cell, str], say: Progress, total: int,
+                 checkpoints: Mapping[tuple[str, str], Path] | None = None) -> None:
         self.config, self.out, self.work, self.jobs, self.threads = config, out, work, jobs, threads
         self.arch_args, self.keys, self.say, self.total = arch_args, keys, say, total
+        self.checkpoints = dict(checkpoints or {})
         self.bundle_root = out / "bundles" if config.keep_bundles else work / "bundles"
         self.running: dict[Cell, _Running] = {}
         self.results: dict[Cell, CellResult] = {}
@@ -669,6 +721,8 @@ class _CellRunner:
             "height": self.config.height,
             "width": self.config.width,
             "calib": self.config.calib,
+            "checkpoint": str(self.checkpoints[cell.row].resolve()) if cell.row in self.checkpoints else None,
+            "classes": self.config.classes,
             "arch_args": self.arch_args[cell.arch],
             "plugins": [str(Path(p).resolve()) if _is_file_plugin(p) else p for p in self.config.plugins],
             "bundle_dir": str((self.bundle_root / cell.id).resolve()),
@@ -858,7 +912,10 @@ def format_markdown(report: MatrixReport) -> str:
             lines.append("| " + " | ".join([arch, encoder, *texts]) + " |")
     s = report.settings
     counts = report.summary()
-    legend = f"Input 1x3x{s['height']}x{s['width']}. ✓ max abs error of the mask against eager PyTorch (fp16/int8 also: class agreement)"
+    trained = s.get("checkpoints") or {}
+    weights = f"trained weights ({len(trained)} rows, from --checkpoints), random elsewhere" if trained else "random weights"
+    legend = (f"Input 1x3x{s['height']}x{s['width']}, {s.get('classes', 1)} class{'es' * (s.get('classes', 1) != 1)}, {weights}. "
+              "✓ max abs error of the mask against eager PyTorch (fp16/int8 also: class agreement)")
     if s["iters"]:
         threads = s["threads_per_job"]
         legend += (f" · median latency of up to {s['iters']} runs (fewer past {BENCH_BUDGET_S:g} s) in the target's runtime "
@@ -910,6 +967,8 @@ def run_cell(payload: Mapping[str, Any], say: Progress | None = None) -> dict[st
         height=int(payload["height"]),
         width=int(payload["width"]),
         arch_args=payload["arch_args"],
+        checkpoint=payload.get("checkpoint"),
+        classes=int(payload.get("classes", 1)),
         precision=cell.precision,
         calib=payload["calib"],
         # The same defaults `segexport build` passes; "threads" is a hint for runtimes that take one.
@@ -1094,6 +1153,10 @@ def matrix(
     height: int = typer.Option(512, help="Input height of every cell."),
     width: int = typer.Option(512, help="Input width of every cell."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration images folder (or 'random') for int8 cells; int8 is n/a without it."),
+    checkpoints: Optional[str] = typer.Option(
+        None, "--checkpoints", help="Folder of trained weights named <arch>-<encoder>.pth (or .safetensors, ...); rows without one use random weights."
+    ),
+    classes: int = typer.Option(1, "--classes", help="Output classes of every model (as the checkpoints were trained)."),
     arch_arg: list[str] = typer.Option([], "--arch-arg", help="[ARCH:]key=value constructor argument (repeatable); without ARCH: for every architecture."),
     plugin: list[str] = typer.Option([], "--plugin", help="Module or .py file imported first in every worker (registers custom architectures/encoders)."),
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="Cells built in parallel (default: fits the cores and memory)."),
@@ -1114,6 +1177,8 @@ def matrix(
         height=height,
         width=width,
         calib=calib,
+        checkpoints=checkpoints,
+        classes=classes,
         arch_args=parse_arch_args(arch_arg),
         plugins=list(plugin),
         jobs=jobs,

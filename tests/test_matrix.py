@@ -10,6 +10,7 @@ workers import, exactly as a user's custom architectures would.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -228,6 +229,57 @@ def test_resume_from_the_command_line_reuses_unchanged_cells(small_matrix, plugi
     assert (tmp_path / "m" / "matrix.md").read_text().startswith("| arch | encoder | onnx fp32 | onnx int8 |")
 
 
+@pytest.mark.onnx
+def test_rows_build_from_their_trained_checkpoint(tmp_path):
+    import torch
+
+    import segexport
+
+    torch.manual_seed(7)
+    trained = segexport.create_model("unet", "resnet18", encoder_weights=None, classes=2, **TINY["unet"])
+    (tmp_path / "weights").mkdir()
+    torch.save(trained.state_dict(), tmp_path / "weights" / "unet-resnet18.pth")
+    config = MatrixConfig(archs="unet", encoders="resnet18", targets="onnx", precisions="fp32", height=64, width=64,
+                          arch_args={"unet": TINY["unet"]}, checkpoints=tmp_path / "weights", classes=2, jobs=1, iters=0,
+                          out=tmp_path / "m", keep_bundles=True)  # fmt: skip
+    report = run_matrix(config)
+    cell = by_cell(report)[("unet", "fp32")]
+    assert cell.status == "pass", cell.reason
+    manifest = json.loads((Path(cell.bundle) / "manifest.json").read_text())
+    assert manifest["export"]["checkpoint"] == "unet-resnet18.pth" and manifest["classes"] == 2
+    with np_load(Path(cell.bundle) / "reference.npz") as ref, torch.no_grad():  # the eager reference is the trained model
+        expected = trained.eval()(torch.from_numpy(ref["input_0"])).numpy()
+        assert abs(ref["output_0_mask"] - expected).max() < 1e-4
+    assert "2 classes, trained weights (1 rows, from --checkpoints)" in report.markdown()
+    assert report.settings["checkpoints"] == {"unet-resnet18": "unet-resnet18.pth"}
+
+
+def np_load(path: Path):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    return np.load(path)
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        (None, "is not a folder"),
+        ([], "holds no file for any row; name them <arch>-<encoder>.pth (e.g. unet-resnet18.pth)"),
+        (["unet-resnet18.pth", "unet-resnet18.safetensors"], "holds 2 files for unet-resnet18"),
+    ],
+)
+def test_bad_checkpoints_folder_is_refused_before_any_work(tmp_path, files, fragment):
+    folder = tmp_path / "weights"
+    if files is not None:
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_bytes(b"")
+    config = MatrixConfig(archs="unet", encoders="resnet18", targets="onnx", checkpoints=folder, out=tmp_path / "m")
+    with pytest.raises(InvalidInputError, match=re.escape(fragment)):
+        run_matrix(config)
+    assert not (tmp_path / "m").exists()
+
+
 # --------------------------------------------------------------------------- planning and formatting, no workers
 
 
@@ -368,6 +420,8 @@ def test_cell_key_changes_with_every_input_it_depends_on(tmp_path):
         {"versions": {**versions, "onnxruntime": "1.32.0"}},
         {"versions": {**versions, "tensorrt": "10.13"}},
         {"plugins": ["my_archs.py:0123"]},
+        {"checkpoint": "0123456789abcdef"},
+        {"classes": 3},
     ]
     for cell in (fp32, int8):
         assert cell_key(cell, **base) == cell_key(cell, **dict(base))
