@@ -303,6 +303,14 @@ class DPT(SegmentationModel):
         return mask
 
 
+def _not_vit_style(name: str, kind: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"DPT needs a ViT-style encoder (features of transformer blocks plus prefix tokens, with "
+        f"output_strides and has_prefix_tokens); encoder {name!r} is a {kind}. "
+        "Use a timm ViT such as 'tu-vit_tiny_patch16_224' or 'tu-vit_base_patch16_224.augreg_in21k'."
+    )
+
+
 def _build_vit_encoder(
     name: str,
     in_channels: int,
@@ -320,11 +328,15 @@ def _build_vit_encoder(
         )
     if output_indices is not None:
         kwargs = {**kwargs, "output_indices": output_indices}
-    encoder = get_encoder(name, in_channels=in_channels, depth=depth, weights=weights, **kwargs)
+    try:
+        encoder = get_encoder(name, in_channels=in_channels, depth=depth, weights=weights, **kwargs)
+    except InvalidInputError:
+        # ViT keywords (dynamic_img_size, ...) that a CNN refuses: say that DPT needs a ViT, the real problem.
+        if kwargs:
+            plain = get_encoder(name, in_channels=in_channels, depth=depth, weights=None)
+            if not _is_vit_style(plain):
+                raise _not_vit_style(name, type(plain).__name__) from None
+        raise
     if not _is_vit_style(encoder):
-        raise InvalidInputError(
-            f"DPT needs a ViT-style encoder (features of transformer blocks plus prefix tokens, with "
-            f"output_strides and has_prefix_tokens); encoder {name!r} is a {type(encoder).__name__}. "
-            "Use a timm ViT such as 'tu-vit_tiny_patch16_224' or 'tu-vit_base_patch16_224.augreg_in21k'."
-        )
+        raise _not_vit_style(name, type(encoder).__name__)
     return encoder

@@ -73,6 +73,8 @@ def test_bad_arguments_name_the_value_and_what_is_allowed(arch, kwargs, message)
         ({"encoder_depth": 0}, r"encoder_depth 0 is out of range for DPT"),
         ({"encoder_depth": 13, **TINY_DPT, "decoder_intermediate_channels": (8,) * 13}, r"exceeds the 12 blocks"),
         ({"encoder_name": "resnet18"}, r"DPT needs a ViT-style encoder.*'resnet18' is a ResNetEncoder"),
+        # with ViT keywords (img_size) that the CNN refuses, the message still names the real problem
+        ({"encoder_name": "resnet34"}, r"DPT needs a ViT-style encoder.*'resnet34' is a ResNetEncoder"),
         ({"patch_size": 14, "img_size": 56}, r"power-of-two stride .*strides \[14, 14, 14, 14\]"),
     ],
 )
