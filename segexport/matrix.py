@@ -902,14 +902,30 @@ def _short(text: str, limit: int) -> str:
 
 
 def format_markdown(report: MatrixReport) -> str:
-    """Rows architecture x encoder, columns target/precision, then the legend, counts and versions."""
+    """Rows architecture x encoder, columns target/precision, then what did not apply, the legend, counts and versions.
+
+    A row whose model refuses the encoder and a column that applies to no shown row hold
+    nothing but ``n/a``: they are listed under the table with their reasons instead.
+    """
     by = {(r.cell.row, r.cell.column): r for r in report.cells}
-    head = ["arch", "encoder", *[f"{t} {p}" for t, p in report.columns]]
+    rows = [(a, e) for a in report.archs for e in report.encoders]
+    refused = {row: by[(row, col)].reason for row in rows for col in report.columns
+               if (row, col) in by and by[(row, col)].status == "n/a" and by[(row, col)].stage == "model"}  # fmt: skip
+    shown_rows = [row for row in rows if row not in refused]
+    columns = [col for col in report.columns if any((row, col) not in by or by[(row, col)].status != "n/a" for row in shown_rows)]
+    head = ["arch", "encoder", *[f"{t} {p}" for t, p in columns]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for arch in report.archs:
-        for encoder in report.encoders:
-            texts = [cell_text(by[((arch, encoder), col)]) if ((arch, encoder), col) in by else "…" for col in report.columns]
-            lines.append("| " + " | ".join([arch, encoder, *texts]) + " |")
+    for row in shown_rows:
+        texts = [cell_text(by[(row, col)]) if (row, col) in by else "…" for col in columns]
+        lines.append("| " + " | ".join([*row, *texts]) + " |")
+    hidden = [col for col in report.columns if col not in columns]
+    if hidden or refused:
+        lines.append("")
+    for col in hidden:
+        reasons = sorted({_short(by[(row, col)].reason or "", MAX_TABLE_REASON) for row in shown_rows if (row, col) in by})
+        lines.append(f"- {col[0]} {col[1]}: n/a ({'; '.join(reasons) or 'no row applies'})")
+    for (arch, encoder), reason in refused.items():
+        lines.append(f"- {arch} / {encoder}: n/a ({_short(reason or '', 2 * MAX_TABLE_REASON)})")
     s = report.settings
     counts = report.summary()
     trained = s.get("checkpoints") or {}
@@ -920,7 +936,7 @@ def format_markdown(report: MatrixReport) -> str:
         threads = s["threads_per_job"]
         legend += (f" · median latency of up to {s['iters']} runs (fewer past {BENCH_BUDGET_S:g} s) in the target's runtime "
                    f"on CPU with {threads} thread{'s' * (threads != 1)}"
-                   + ("; trt on CUDA" if any(t == "trt" for t, _ in report.columns) else ""))
+                   + ("; trt on CUDA" if any(r.cell.target == "trt" and r.latency_ms for r in report.cells) else ""))
         if s["jobs"] > 1:
             legend += f", measured while up to {s['jobs']} cells ran in parallel"
     lines += [
