@@ -939,6 +939,9 @@ def format_markdown(report: MatrixReport) -> str:
                    + ("; trt on CUDA" if any(r.cell.target == "trt" and r.latency_ms for r in report.cells) else ""))
         if s["jobs"] > 1:
             legend += f", measured while up to {s['jobs']} cells ran in parallel"
+        untimed = sorted({r.cell.target for r in report.cells if r.status == "pass" and not r.latency_ms and r.bench_error})
+        if untimed:
+            legend += f"; not timed here: {', '.join(untimed)} ({_short(next(r.bench_error for r in report.cells if r.cell.target == untimed[0] and r.bench_error), 100).rstrip('.')})"
     lines += [
         "",
         legend + ".",
