@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import statistics
 import sys
@@ -63,27 +64,20 @@ def eager_calls(arch: str, encoder: str, checkpoint: Path, x: Any, gpu: bool) ->
     xt = torch.from_numpy(x)
     calls = {"eager": lambda: model(xt)}
     if gpu:
-        cuda, xc = _copy(model).cuda(), xt.cuda()
-        half, xh = _copy(model).cuda().half(), xc.half()
+        cuda, xc = copy.deepcopy(model).cuda(), xt.cuda()
+        half, xh = copy.deepcopy(model).cuda().half(), xc.half()
         calls["eager-cuda"] = lambda: (cuda(xc), torch.cuda.synchronize())
         calls["eager-cuda-fp16"] = lambda: (half(xh), torch.cuda.synchronize())
     return calls
-
-
-def _copy(model: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def run(models: list[str], size: int, targets: list[str], iters: int) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from photos import write_photos
     from segexport.bundle import Bundle
     from segexport.targets.runners import runner_for
-    from trained_model import train_checkpoint
+    from trained_model import train_checkpoint, write_photos
 
     gpu = torch.cuda.is_available()
     results: dict[str, Any] = {

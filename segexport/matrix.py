@@ -54,6 +54,7 @@ from typing import Any, Optional
 
 import typer
 
+from segexport.bundle import sha256_file
 from segexport.errors import InvalidInputError, SegexportError, closest, unknown
 from segexport.pipeline import PRECISIONS  # torch-free at import, like this module
 STATUSES = ("pass", "fail", "error", "n/a")
@@ -394,15 +395,6 @@ def row_checkpoints(folder: str | os.PathLike[str] | None, rows: Sequence[tuple[
     return found
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, shortened (weights decide a cell's outcome as much as versions do)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def plugins_fingerprint(plugins: Sequence[str]) -> list[str]:
     """Each plugin with a digest of its source file, so editing a custom architecture re-runs its cells."""
     prints = []
@@ -568,7 +560,7 @@ def run_matrix(config: MatrixConfig, progress: Progress | None = None) -> Matrix
     arch_args = resolve_arch_args(config.arch_args, archs)
     calib_fp = calib_fingerprint(config.calib)
     checkpoints = row_checkpoints(config.checkpoints, [(a, e) for a in archs for e in encoders])
-    digests = {row: file_digest(path) for row, path in checkpoints.items()}
+    digests = {row: sha256_file(path)[:16] for row, path in checkpoints.items()}  # weights decide outcomes as versions do
     versions = tool_versions()
     plugin_prints = plugins_fingerprint(config.plugins)
     out = Path(config.out)

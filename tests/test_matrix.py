@@ -235,6 +235,7 @@ def test_resume_from_the_command_line_reuses_unchanged_cells(small_matrix, plugi
 
 @pytest.mark.onnx
 def test_rows_build_from_their_trained_checkpoint(tmp_path):
+    import numpy as np
     import torch
 
     import segexport
@@ -251,17 +252,11 @@ def test_rows_build_from_their_trained_checkpoint(tmp_path):
     assert cell.status == "pass", cell.reason
     manifest = json.loads((Path(cell.bundle) / "manifest.json").read_text())
     assert manifest["export"]["checkpoint"] == "unet-resnet18.pth" and manifest["classes"] == 2
-    with np_load(Path(cell.bundle) / "reference.npz") as ref, torch.no_grad():  # the eager reference is the trained model
+    with np.load(Path(cell.bundle) / "reference.npz") as ref, torch.no_grad():  # the eager reference is the trained model
         expected = trained.eval()(torch.from_numpy(ref["input_0"])).numpy()
         assert abs(ref["output_0_mask"] - expected).max() < 1e-4
     assert "2 classes, trained weights (1 rows, from --checkpoints)" in report.markdown()
     assert report.settings["checkpoints"] == {"unet-resnet18": "unet-resnet18.pth"}
-
-
-def np_load(path: Path):  # type: ignore[no-untyped-def]
-    import numpy as np
-
-    return np.load(path)
 
 
 @pytest.mark.parametrize(
