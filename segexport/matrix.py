@@ -292,7 +292,7 @@ def split_names(value: str | Sequence[str] | None) -> list[str] | None:
 
 def parse_arch_args(items: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``[ARCH:]key=value`` options → ``{arch or "*": {key: value}}`` (values parsed as by ``build --arch-arg``)."""
-    from segexport.cli import parse_arch_args as parse_pairs
+    from segexport.arguments import parse_arch_args as parse_pairs
 
     parsed: dict[str, dict[str, Any]] = {}
     for item in items:

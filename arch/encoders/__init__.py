@@ -16,11 +16,21 @@ from torch import nn
 from segexport.errors import InvalidInputError, unknown
 
 from ._base import EncoderEntry
+from .densenet import densenet_encoders
+from .dpn import dpn_encoders
 from .efficientnet import efficientnet_encoders
+from .inceptionresnetv2 import inceptionresnetv2_encoders
+from .inceptionv4 import inceptionv4_encoders
 from .mix_transformer import mix_transformer_encoders
 from .mobilenet import mobilenet_encoders
+from .mobileone import mobileone_encoders
+from .renamed import renamed_encoder
 from .resnet import resnet_encoders
+from .senet import senet_encoders
 from .timm_efficientnet import timm_efficientnet_encoders
+from .timm_sknet import timm_sknet_encoders
+from .vgg import vgg_encoders
+from .xception import xception_encoders
 from .weights import PretrainedSettings, fetch_pretrained, load_state_dict_file
 
 TIMM_PREFIX = "tu-"
@@ -28,10 +38,19 @@ TIMM_PREFIX = "tu-"
 
 _FAMILIES: tuple[dict[str, EncoderEntry], ...] = (
     resnet_encoders,
+    dpn_encoders,
+    vgg_encoders,
+    senet_encoders,
+    densenet_encoders,
+    inceptionresnetv2_encoders,
+    inceptionv4_encoders,
+    xception_encoders,
     mobilenet_encoders,
     efficientnet_encoders,
     timm_efficientnet_encoders,
+    timm_sknet_encoders,
     mix_transformer_encoders,
+    mobileone_encoders,
 )
 
 ENCODERS: dict[str, EncoderEntry] = {name: entry for family in _FAMILIES for name, entry in family.items()}
@@ -77,6 +96,7 @@ def get_encoder(
     ``weights`` is None (random), a registered name such as ``"imagenet"``, or a
     path to a local state_dict (.pth/.pt/.safetensors) of this encoder.
     """
+    name = renamed_encoder(name)
     if name.startswith(TIMM_PREFIX):
         from .timm_universal import create_timm_encoder
 
@@ -140,6 +160,7 @@ def load_encoder_state_dict(encoder: nn.Module, state_dict: dict, source: str) -
 
 def get_pretrained_settings(name: str, weights: str | None = "imagenet") -> PretrainedSettings:
     """Normalization settings for ``name``: its registered weights, timm's config, or ImageNet's."""
+    name = renamed_encoder(name)
     if name.startswith(TIMM_PREFIX):
         from .timm_universal import timm_pretrained_settings
 

@@ -7,15 +7,15 @@ and exit 2; anything unexpected exits 1 and suggests ``--debug``.
 
 from __future__ import annotations
 
-import ast
 import json
 import sys
 from typing import Any, Optional
 
 import typer
 
+from segexport.arguments import parse_arch_args
 from segexport.errors import InvalidInputError, SegexportError
-from segexport.matrix import matrix
+from segexport.cli.matrix import matrix
 
 app = typer.Typer(
     add_completion=False,
@@ -34,21 +34,6 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 def _echo(msg: str, quiet: bool) -> None:
     if not quiet:
         typer.echo(msg, err=True)
-
-
-def parse_arch_args(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are Python literals when they parse as one, else strings."""
-    parsed: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInputError(f"--arch-arg {item!r} is not of the form key=value (e.g. decoder_channels=[128,64,32,16,8]).")
-        try:
-            value: Any = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        parsed[key.strip()] = value
-    return parsed
 
 
 @app.command()

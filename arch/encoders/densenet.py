@@ -1,0 +1,7 @@
+"""SMP 0.6's densenet encoders in SMP's state_dict layout (being written; empty until then)."""
+
+from __future__ import annotations
+
+from ._base import EncoderEntry
+
+densenet_encoders: dict[str, EncoderEntry] = {}
