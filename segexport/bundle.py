@@ -33,7 +33,16 @@ class Bundle:
 
     @property
     def artifact(self) -> Path:
-        return self.path / self.manifest["artifact"]
+        return self.path_of(self.manifest["artifact"])
+
+    def path_of(self, name: str) -> Path:
+        """The file ``name`` (as a manifest names it) inside this bundle.
+
+        A name that is absolute, climbs out with ``..``, or resolves outside the
+        bundle through a symlink is refused: a manifest never points a reader
+        at files beyond its own folder.
+        """
+        return contained_path(self.path, name)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Bundle:
@@ -50,6 +59,23 @@ class Bundle:
         if version != FORMAT_VERSION:
             raise InvalidInputError(f"Bundle {str(path)!r} has format_version {version!r}; this segexport reads {FORMAT_VERSION}.")
         return cls(path, manifest)
+
+
+def contained_path(root: Path, name: object) -> Path:
+    """``root / name``, refusing names that leave ``root`` (absolute, ``..``, symlinks out)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InvalidInputError(f"Bundle {str(root)!r}: manifest names the file {name!r}, which is not a relative path.")
+    pure = Path(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise InvalidInputError(
+            f"Bundle {str(root)!r}: manifest names {name!r}, a path outside the bundle; only paths inside it are allowed."
+        )
+    candidate = root / pure
+    if not candidate.resolve().is_relative_to(root.resolve()):
+        raise InvalidInputError(
+            f"Bundle {str(root)!r}: {name!r} is a symlink that leads outside the bundle; only files inside it are allowed."
+        )
+    return candidate
 
 
 def sha256_file(path: Path) -> str:

@@ -231,6 +231,7 @@ def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report
 
     from segexport import __version__
     from segexport.arch.encoders import get_pretrained_settings
+    from segexport.arch.registry import canonical_name
 
     described = target.describe()
     return {
@@ -238,7 +239,7 @@ def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report
         "segexport_version": __version__,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, **described.get("versions", {})},
         "runtime": described.get("runtime"),
-        "arch": type(model).__name__.lower(),
+        "arch": canonical_name(req.arch),
         "arch_args": arguments,
         "encoder": req.encoder,
         "classes": req.classes,
