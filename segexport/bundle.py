@@ -7,9 +7,11 @@ is not a bundle.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,8 +22,12 @@ from typing import Any
 
 from segexport.errors import InvalidInputError
 
-FORMAT_VERSION = 1
+#: 2 added the parity policy's mask_threshold and inputs, and the manifest digest; 1 still verifies.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
+#: Keys every reader relies on; a manifest without one is refused on load.
+REQUIRED_KEYS = ("arch", "arch_args", "encoder", "target", "precision", "artifact", "inputs", "outputs", "export", "parity", "sha256")
 
 
 @dataclass
@@ -55,10 +61,22 @@ class Bundle:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{str(manifest_path)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise InvalidInputError(f"{str(manifest_path)!r} holds a JSON {type(manifest).__name__}, not a manifest object.")
         version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise InvalidInputError(f"Bundle {str(path)!r} has format_version {version!r}; this segexport reads {FORMAT_VERSION}.")
-        return cls(path, manifest)
+        if version not in READABLE_VERSIONS:
+            raise InvalidInputError(
+                f"Bundle {str(path)!r} has format_version {version!r}; this segexport reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}."
+            )
+        missing = [key for key in REQUIRED_KEYS if key not in manifest]
+        if missing:
+            raise InvalidInputError(f"{str(manifest_path)!r} lacks the keys {', '.join(missing)}; it is not a complete manifest.")
+        bundle = cls(path, manifest)
+        hashes = manifest["sha256"]
+        for name in [manifest["artifact"], manifest.get("reference", manifest["artifact"]), *(hashes if isinstance(hashes, dict) else [])]:
+            bundle.path_of(name)  # every path a manifest names stays inside the bundle
+        return bundle
 
 
 def contained_path(root: Path, name: object) -> Path:
@@ -87,24 +105,77 @@ def sha256_file(path: Path) -> str:
 
 
 def check_output_dir(out: Path, force: bool) -> None:
-    """Fail early when ``out`` exists (without --force) or its parent is not writable."""
+    """Fail early when ``out`` exists (without --force), lies below a file, or its parent is not writable."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"Output path {str(out)!r} exists and is not a directory; choose a directory path.")
     if out.exists() and not force:
         raise InvalidInputError(f"Output directory {str(out)!r} already exists; pass --force to replace it.")
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"Output path {str(out)!r} exists and is not a directory.")
     parent = out.parent if str(out.parent) else Path(".")
     probe = parent
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
+    if not probe.is_dir():
+        raise InvalidInputError(f"Cannot create {str(out)!r}: {str(probe)!r} is a file, not a directory.")
+    if not os.access(probe, os.W_OK | os.X_OK):
         raise InvalidInputError(f"Cannot write to {str(parent)!r}: permission denied.")
+
+
+def _stale_name(out: Path) -> re.Pattern[str]:
+    """What :func:`staging_dir` and :func:`write_bundle` leave beside ``out`` when a build is killed."""
+    return re.compile(rf"\.{re.escape(out.name)}\.(\d+_[a-z0-9_]+\.tmp(\.done)?|old)")
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``out`` for a whole build: a second build to the same ``out`` fails at once.
+
+    Inside the lock no other build of ``out`` is alive, so staging folders left by a
+    killed one (SIGKILL, power loss) are removed here before this build starts.
+    """
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.parent / f".{out.name}.lock"
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InvalidInputError(
+                f"Another build is writing {str(out)!r} (pid {holder}); wait for it to finish or choose another --out."
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and our lock: take the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        stale = _stale_name(out)
+        for leftover in out.parent.iterdir():
+            if stale.fullmatch(leftover.name):
+                shutil.rmtree(leftover, ignore_errors=True)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
 
 
 @contextmanager
 def staging_dir(out: Path) -> Iterator[Path]:
-    """A temporary directory beside ``out`` (same filesystem, so the final rename is atomic)."""
+    """A temporary directory beside ``out`` (same filesystem, so the final rename is atomic).
+
+    Removed on every exit, Ctrl-C and SIGTERM included (the CLI turns SIGTERM into an
+    exception); one left by SIGKILL is removed by the next build under :func:`output_lock`.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}_", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary directory
@@ -112,14 +183,30 @@ def staging_dir(out: Path) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.with_name(tmp.name + ".done"), ignore_errors=True)
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own ``digest`` field.
+
+    The manifest holds every file's sha256, so this one value pins the whole bundle:
+    ``build`` prints it, ``verify`` recomputes it, ``verify --expect-digest`` compares it.
+    """
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def write_bundle(staging: Path, out: Path, manifest: dict[str, Any], files: list[str], force: bool = False) -> Bundle:
-    """Hash ``files`` in ``staging``, add manifest.json, and move the directory to ``out`` atomically."""
+    """Hash ``files`` in ``staging``, add manifest.json with its digest, and move the directory to ``out`` atomically."""
     manifest = dict(manifest)
     manifest["format_version"] = FORMAT_VERSION
     manifest["sha256"] = {name: sha256_file(staging / name) for name in sorted(files)}
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    manifest["digest"] = manifest_digest(manifest)
+    with open(staging / MANIFEST, "w") as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     final = staging.with_name(staging.name + ".done")
     staging.rename(final)
     if out.exists():
@@ -148,10 +235,20 @@ def write_failure(staging: Path, out: Path, report: dict[str, Any], files: list[
 
 
 def verify_hashes(bundle: Bundle) -> list[str]:
-    """Names of files whose sha256 no longer matches the manifest (missing files included)."""
+    """Names of files whose sha256 no longer matches the manifest (missing files included).
+
+    The artifact and the reference must be among the hashed files; every name must lie inside the bundle.
+    """
+    hashes = bundle.manifest["sha256"]
+    if not isinstance(hashes, dict) or not hashes:
+        raise InvalidInputError(f"Bundle {str(bundle.path)!r}: the manifest's sha256 table is empty or not a table.")
+    for key in ("artifact", "reference"):
+        name = bundle.manifest.get(key)
+        if name is not None and name not in hashes:
+            raise InvalidInputError(f"Bundle {str(bundle.path)!r}: the {key} {name!r} has no sha256 in the manifest.")
     bad = []
-    for name, expected in bundle.manifest.get("sha256", {}).items():
-        path = bundle.path / name
+    for name, expected in hashes.items():
+        path = bundle.path_of(name)
         if not path.is_file() or sha256_file(path) != expected:
             bad.append(name)
     return bad

@@ -18,12 +18,45 @@ class InvalidInputError(SegexportError, ValueError):
     """The user asked for something that does not exist or cannot work."""
 
 
+class InputShapeError(InvalidInputError, RuntimeError):
+    """The input tensor's size does not fit the model.
+
+    Also a ``RuntimeError``, the type SMP raises for it, so ``except RuntimeError``
+    written for SMP catches it.
+    """
+
+
+class UnknownNameError(InvalidInputError, KeyError):
+    """A registry has no entry of that name (architecture, encoder, encoder weights).
+
+    Also a ``KeyError``, the type SMP raises for it, so ``except KeyError`` written
+    for SMP catches it; the message prints as written (KeyError would quote it).
+    """
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
 class ExportError(SegexportError, RuntimeError):
     """A backend could not turn the model into an artifact."""
 
 
 class ParityError(SegexportError, RuntimeError):
     """The artifact does not reproduce eager PyTorch within tolerance."""
+
+
+class OutputError(SegexportError, OSError):
+    """The bundle cannot be written where the user asked (full disk, read-only, not a directory)."""
+
+
+class TamperedBundleError(SegexportError, ValueError):
+    """A bundle's files or manifest differ from what ``build`` wrote (hashes, manifest digest, expected digest)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): what one-line errors quote."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def closest(value: str, allowed: Iterable[str]) -> str:

@@ -24,6 +24,84 @@ TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-4, 1e-3), "fp16": (1e-
 MIN_AGREEMENT: dict[str, float] = {"fp32": 0.0, "fp16": 0.995, "int8": 0.98}
 
 
+#: Where the judged inputs come from: seeded noise (fp32/fp16), or images (int8).
+INPUT_KINDS = ("seeded", "calibration", "held-out")
+
+
+@dataclass(frozen=True)
+class ParityPolicy:
+    """How an artifact is judged: written into the manifest by ``build``, read back unchanged by ``verify``.
+
+    Attributes:
+        precision: fp32 is judged numerically; fp16/int8 on the mask's class agreement.
+        atol: absolute tolerance, scaled by max(1, RMS of the reference output).
+        rtol: relative tolerance.
+        min_agreement: least fraction of mask pixels whose class must match (fp16/int8).
+        mask_threshold: class boundary of a one-channel mask (0.5 after a sigmoid; None = logits, 0).
+        seed: seed of the generated inputs.
+        inputs: where the judged inputs come from (see INPUT_KINDS); they are stored in the bundle.
+    """
+
+    precision: str
+    atol: float
+    rtol: float
+    min_agreement: float
+    mask_threshold: float | None
+    seed: int
+    inputs: str
+
+    FIELDS = ("precision", "atol", "rtol", "min_agreement", "mask_threshold", "seed", "inputs")
+
+    @classmethod
+    def for_build(
+        cls,
+        precision: str,
+        *,
+        atol: float | None = None,
+        rtol: float | None = None,
+        activation: str | None = None,
+        seed: int = 0,
+        inputs: str | None = None,
+    ) -> ParityPolicy:
+        """The policy ``build`` applies: the precision's defaults unless the user chose tolerances."""
+        default_atol, default_rtol = TOLERANCES[precision]
+        return cls(
+            precision=precision,
+            atol=float(default_atol if atol is None else atol),
+            rtol=float(default_rtol if rtol is None else rtol),
+            min_agreement=MIN_AGREEMENT[precision],
+            mask_threshold=0.5 if activation == "sigmoid" else None,
+            seed=int(seed),
+            inputs=inputs or ("calibration" if precision == "int8" else "seeded"),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object], *, source: str = "manifest") -> ParityPolicy:
+        """Read the policy back from a manifest's ``parity`` block; every field must be there and well-typed."""
+        from segexport.errors import InvalidInputError
+
+        missing = [name for name in cls.FIELDS if name not in d]
+        if missing:
+            raise InvalidInputError(f"{source}: the parity block lacks {', '.join(missing)}.")
+        numbers = ("atol", "rtol", "min_agreement")
+        bad = [n for n in numbers if not isinstance(d[n], (int, float)) or isinstance(d[n], bool) or not d[n] >= 0]
+        threshold = d["mask_threshold"]
+        if threshold is not None and (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)):
+            bad.append("mask_threshold")
+        if not isinstance(d["seed"], int) or isinstance(d["seed"], bool):
+            bad.append("seed")
+        if d["precision"] not in TOLERANCES:
+            bad.append("precision")
+        if d["inputs"] not in INPUT_KINDS:
+            bad.append("inputs")
+        if bad:
+            raise InvalidInputError(f"{source}: the parity block has invalid {', '.join(bad)}: {[d[b] for b in bad]}.")
+        return cls(**{name: d[name] for name in cls.FIELDS})  # type: ignore[arg-type]
+
+
 @dataclass
 class OutputParity:
     """How closely one output of the artifact reproduces eager PyTorch."""
@@ -41,38 +119,45 @@ class OutputParity:
 
 @dataclass
 class ParityReport:
-    """Per-output figures over all seeded inputs, the tolerances and the verdict."""
+    """Per-output figures over all judged inputs, the policy they were judged by, and the verdict."""
 
     validated_with: str
-    precision: str
-    atol: float
-    rtol: float
-    min_agreement: float
+    policy: ParityPolicy
     input_shapes: list[list[int]]
     outputs: list[OutputParity] = field(default_factory=list)
-    seed: int = 0
+
+    @property
+    def precision(self) -> str:
+        return self.policy.precision
 
     @property
     def passed(self) -> bool:
         for out in self.outputs:
-            if self.precision == "fp32" or out.agreement is None:
+            if self.policy.precision == "fp32" or out.agreement is None:
                 if not out.within_tolerance:
                     return False
-            elif out.agreement < self.min_agreement:
+            elif out.agreement < self.policy.min_agreement:
                 return False
         return bool(self.outputs)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["passed"] = self.passed
-        return d
+        """The manifest's ``parity`` block: the policy's fields, then the figures and the verdict."""
+        return {
+            "validated_with": self.validated_with,
+            **self.policy.to_dict(),
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "outputs": [asdict(o) for o in self.outputs],
+            "passed": self.passed,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ParityReport:
-        d = dict(d)
-        d.pop("passed", None)
-        d["outputs"] = [OutputParity(**o) for o in d.get("outputs", [])]
-        return cls(**d)
+        return cls(
+            validated_with=str(d.get("validated_with", "")),
+            policy=ParityPolicy.from_dict(d),
+            input_shapes=[list(s) for s in d.get("input_shapes", [])],
+            outputs=[OutputParity(**o) for o in d.get("outputs", [])],
+        )
 
     def summary(self) -> str:
         """One line per output, for progress output and error messages."""
@@ -156,3 +241,39 @@ def seeded_inputs(shapes: Sequence[Sequence[int]], seed: int = 0) -> list[np.nda
     """Deterministic float32 test inputs (standard normal, like normalized images)."""
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(tuple(s)).astype(np.float32) for s in shapes]
+
+
+def parity_report(
+    actual: Sequence[Mapping[str, np.ndarray]],
+    reference: Sequence[Mapping[str, np.ndarray]],
+    policy: ParityPolicy,
+    output_names: Sequence[str],
+    validated_with: str,
+    input_shapes: Sequence[Sequence[int]],
+) -> ParityReport:
+    """Judge an artifact's outputs against eager PyTorch's under ``policy``; the mask also gets class agreement.
+
+    Every named output must be present on both sides for every input: a missing
+    output is a failed check, never a skipped one.
+    """
+    from segexport.errors import ParityError
+
+    if len(actual) != len(reference):
+        raise ParityError(f"The artifact answered {len(actual)} of {len(reference)} inputs.")
+    report = ParityReport(validated_with=validated_with, policy=policy, input_shapes=[list(s) for s in input_shapes])
+    for name in output_names:
+        lacking = [i for i, (a, r) in enumerate(zip(actual, reference)) if name not in a or name not in r]
+        if lacking:
+            raise ParityError(f"Output {name!r} is missing for input {lacking[0]} (the artifact or the reference lacks it).")
+        report.outputs.append(
+            compare_outputs(
+                name,
+                [a[name] for a in actual],
+                [r[name] for r in reference],
+                policy.atol,
+                policy.rtol,
+                agreement_threshold=policy.mask_threshold,
+                with_agreement=name == "mask",
+            )
+        )
+    return report

@@ -6,17 +6,19 @@ target export → target validation against eager PyTorch → bundle.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import inspect
 import json
 import os
 import platform
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segexport.errors import InvalidInputError, ParityError
+from segexport.errors import InvalidInputError, OutputError, ParityError, SegexportError, first_line
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_OPSET = 18
@@ -140,27 +142,35 @@ def create_from_request(req: BuildRequest) -> tuple[Any, dict[str, Any]]:
 
 
 def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
-    """Run the pipeline for ``req``; raises ParityError (exit 2 in the CLI) when validation fails."""
+    """Run the pipeline for ``req``; raises ParityError (exit 2 in the CLI) when validation fails.
+
+    Each step's wall time is reported with its progress line and recorded in the
+    manifest's ``build.seconds``, so a slow build says where its time went.
+    """
     say = progress or (lambda _msg: None)
+    steps = BuildSteps(say)
     _check_request(req)
     from segexport.targets import ExportSpec, get_target
 
     target = get_target(req.target)
     out = req.output_dir()
-    from segexport.bundle import check_output_dir, staging_dir, write_bundle, write_failure
+    from segexport.bundle import check_output_dir, output_lock, staging_dir, write_bundle, write_failure
 
     check_output_dir(out, req.force)
 
-    import numpy as np
-    import torch
+    with steps("imports", "load torch and the target's runtime"):
+        import numpy as np
+        import torch
 
-    from segexport.parity import TOLERANCES, seeded_inputs
-    from segexport.prepare import output_names, prepare_for_export
+        from segexport.parity import ParityPolicy, seeded_inputs
+        from segexport.prepare import output_names, prepare_for_export
 
-    say(f"resolve {req.arch} with encoder {req.encoder}")
-    model, arguments = create_from_request(req)
-    model.check_input_shape(torch.empty(req.batch, req.in_channels, req.height, req.width, device="meta"))
-    atol, rtol = TOLERANCES[req.precision]
+    with steps("model", f"resolve {req.arch} with encoder {req.encoder}"):
+        model, arguments = create_from_request(req)
+        model.check_input_shape(torch.empty(req.batch, req.in_channels, req.height, req.width, device="meta"))
+    policy = ParityPolicy.for_build(
+        req.precision, atol=req.atol, rtol=req.rtol, activation=arguments.get("activation"), seed=req.seed
+    )
     spec = ExportSpec(
         batch=req.batch,
         in_channels=req.in_channels,
@@ -173,60 +183,87 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
         stride=model.required_stride,
         options={
             **dict(req.target_options or {}),
-            "atol": req.atol if req.atol is not None else atol,
-            "rtol": req.rtol if req.rtol is not None else rtol,
             "seed": req.seed,
-            "mask_threshold": 0.5 if arguments.get("activation") == "sigmoid" else None,
             "calib": req.calib,
             "model_arguments": arguments,
             "encoder": req.encoder,
             "progress": say,
         },
+        parity=policy,
     )
     target.check(spec)
 
-    say("prepare for export (eval, fold BatchNorm, fuse heads)")
-    example = torch.zeros(spec.input_shape)
-    prepared = prepare_for_export(model, example)
+    with steps("prepare", "prepare for export (eval, fold BatchNorm, fuse heads)"):
+        example = torch.zeros(spec.input_shape)
+        prepared = prepare_for_export(model, example)
 
-    if req.precision == "int8":
-        # int8 is judged on real images: agreement and IoU over the calibration set.
-        from segexport.calibration import calibration_inputs
+    with steps("reference", "run eager PyTorch on the judged inputs"):
+        if req.precision == "int8":
+            # int8 is judged on real images: agreement and IoU over the calibration set.
+            from segexport.calibration import calibration_inputs
 
-        inputs = calibration_inputs(spec)
-    else:
-        inputs = seeded_inputs(spec.parity_shapes(), req.seed)
-    with torch.no_grad():
-        reference = [
-            {name: t.numpy() for name, t in zip(spec.output_names, _as_tuple(model(torch.from_numpy(x))))} for x in inputs
-        ]
+            inputs = calibration_inputs(spec)
+        else:
+            inputs = seeded_inputs(spec.parity_shapes(), req.seed)
+        with torch.no_grad():
+            reference = [
+                {name: t.numpy() for name, t in zip(spec.output_names, _as_tuple(model(torch.from_numpy(x))))} for x in inputs
+            ]
 
-    with staging_dir(out) as staging:
-        say(f"export to {req.target} ({req.precision}{', dynamic' if req.dynamic else ''})")
-        result = target.export(prepared, spec, staging)
-        say("validate against eager PyTorch")
-        report = target.validate(staging, result, spec, inputs, reference)
+    with output_lock(out), _writing(out), staging_dir(out) as staging:
+        with steps("export", f"export to {req.target} ({req.precision}{', dynamic' if req.dynamic else ''})"):
+            result = target.export(prepared, spec, staging)
+        with steps("validate", "validate against eager PyTorch"):
+            report = target.validate(staging, result, spec, inputs, reference)
         if not report.passed:
             failed = write_failure(staging, out, report.to_dict(), result.files)
             raise ParityError(
                 f"Parity check failed ({report.summary()}); report kept in {failed}/report.json{RETRY_HINTS.get(req.precision, '')}"
             )
         say(f"parity ok: {report.summary()}")
-        np.savez(
-            staging / REFERENCE_FILE,
-            **{f"input_{i}": x for i, x in enumerate(inputs)},
-            **{f"output_{i}_{name}": r[name] for i, r in enumerate(reference) for name in spec.output_names},
-        )
-        manifest = _manifest(req, arguments, spec, result, report, target, model)
-        say(f"write bundle {out}")
-        return write_bundle(staging, out, manifest, [*result.files, REFERENCE_FILE], force=req.force)
+        with steps("write", f"write bundle {out}"):
+            np.savez(
+                staging / REFERENCE_FILE,
+                **{f"input_{i}": x for i, x in enumerate(inputs)},
+                **{f"output_{i}_{name}": r[name] for i, r in enumerate(reference) for name in spec.output_names},
+            )
+            manifest = _manifest(req, arguments, spec, result, report, target)
+            manifest["build"] = {"seconds": steps.seconds}
+            return write_bundle(staging, out, manifest, [*result.files, REFERENCE_FILE], force=req.force)
+
+
+class BuildSteps:
+    """Names each build step in the progress output and records its wall time in seconds."""
+
+    def __init__(self, say: Progress) -> None:
+        self.say = say
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, key: str, message: str) -> Iterator[None]:
+        self.say(message)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[key] = round(time.perf_counter() - start, 3)
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Turn a full disk, a read-only folder or a vanished parent into one line naming the output (exit 2)."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or out
+        raise OutputError(f"Cannot write the bundle {str(out)!r}: {exc.strerror or exc} ({where}); nothing was written there.") from exc
 
 
 def _as_tuple(out: Any) -> tuple:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report: Any, target: Any, model: Any) -> dict:
+def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report: Any, target: Any) -> dict:
     import torch
 
     from segexport import __version__
@@ -270,47 +307,107 @@ def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report
 
 @dataclass
 class VerifyResult:
-    """Outcome of :func:`verify`: hash mismatches and the fresh parity report."""
+    """Outcome of :func:`verify`: hash mismatches, the fresh parity report, and the manifest's digest."""
 
     bundle: Any
     bad_files: list[str]
     report: Any
+    digest: str
 
     @property
     def passed(self) -> bool:
         return not self.bad_files and self.report is not None and self.report.passed
 
 
-def verify(path: str | os.PathLike[str]) -> VerifyResult:
-    """Re-check every file's sha256 and re-run parity of the artifact against the stored eager outputs."""
-    import numpy as np
+def verify(path: str | os.PathLike[str], expect_digest: str | None = None) -> VerifyResult:
+    """Re-check the manifest's digest and every file's sha256, then re-run parity under the stored policy.
 
-    from segexport.bundle import Bundle, verify_hashes
+    Args:
+        path: the bundle directory.
+        expect_digest: the digest ``build`` printed (``sha256:...``); a bundle with any other is refused.
+
+    Raises:
+        TamperedBundleError: the manifest was edited after the build, or its digest is not ``expect_digest``.
+        InvalidInputError: the bundle is unreadable (manifest, reference or artifact).
+    """
+    from segexport.bundle import Bundle, manifest_digest, verify_hashes
+    from segexport.errors import TamperedBundleError
+    from segexport.parity import ParityPolicy
     from segexport.targets import ExportResult, ExportSpec, get_target
 
     bundle = Bundle.load(path)
+    m = bundle.manifest
+    digest = manifest_digest(m)
+    if m["format_version"] >= 2 and m.get("digest") != digest:
+        raise TamperedBundleError(
+            f"{str(bundle.path / 'manifest.json')!r} was edited after the build: it records digest "
+            f"{m.get('digest')!r}, its content has {digest}."
+        )
+    if expect_digest is not None and expect_digest.strip() != digest:
+        raise TamperedBundleError(f"Bundle {str(bundle.path)!r} has digest {digest}, not the expected {expect_digest.strip()}.")
     bad = verify_hashes(bundle)
     if bad:
-        return VerifyResult(bundle, bad, None)
-    m = bundle.manifest
-    exp = m["export"]
-    parity = m["parity"]
-    spec = ExportSpec(
-        batch=exp["batch"],
-        in_channels=m["in_channels"],
-        height=exp["height"],
-        width=exp["width"],
-        output_names=tuple(exp["output_names"]),
-        dynamic=exp["dynamic"],
-        precision=m["precision"],
-        opset=exp["opset"],
-        stride=exp["stride"],
-        options={"atol": parity["atol"], "rtol": parity["rtol"], "min_agreement": parity["min_agreement"], "seed": parity["seed"]},
-    )
-    with np.load(bundle.path / m["reference"]) as ref:
-        n = len([k for k in ref.files if k.startswith("input_")])
-        inputs = [ref[f"input_{i}"] for i in range(n)]
-        reference = [{name: ref[f"output_{i}_{name}"] for name in spec.output_names} for i in range(n)]
+        return VerifyResult(bundle, bad, None, digest)
+    exp = _section(m, "export", dict)
+    parity = _section(m, "parity", dict)
+    if m["format_version"] >= 2:
+        policy = ParityPolicy.from_dict(parity, source=str(bundle.path / "manifest.json"))
+    else:  # format 1 wrote no mask threshold: build derived it from the activation, as for_build does
+        policy = ParityPolicy.from_dict(
+            {
+                **parity,
+                "mask_threshold": 0.5 if dict(m["arch_args"]).get("activation") == "sigmoid" else None,
+                "inputs": "calibration" if m["precision"] == "int8" else "seeded",
+            },
+            source=str(bundle.path / "manifest.json"),
+        )
+    try:
+        spec = ExportSpec(
+            batch=exp["batch"],
+            in_channels=m["in_channels"],
+            height=exp["height"],
+            width=exp["width"],
+            output_names=tuple(exp["output_names"]),
+            dynamic=exp["dynamic"],
+            precision=m["precision"],
+            opset=exp["opset"],
+            stride=exp["stride"],
+            options={"seed": policy.seed},
+            parity=policy,
+        )
+    except (KeyError, TypeError) as exc:
+        raise InvalidInputError(f"{str(bundle.path / 'manifest.json')!r}: the export block lacks or garbles {exc}.") from exc
+    inputs, reference = read_reference(bundle.path_of(m["reference"]), spec.output_names)
     result = ExportResult(artifact=m["artifact"], files=list(m["sha256"]), inputs=m["inputs"], outputs=m["outputs"], extra=exp)
-    report = get_target(m["target"]).validate(bundle.path, result, spec, inputs, reference)
-    return VerifyResult(bundle, [], report)
+    try:
+        report = get_target(m["target"]).validate(bundle.path, result, spec, inputs, reference)
+    except SegexportError:
+        raise
+    except Exception as exc:  # the runtime refused the artifact: the file's fault, named as such
+        raise InvalidInputError(f"Cannot run {str(bundle.artifact)!r} in its runtime: {first_line(exc)}") from exc
+    return VerifyResult(bundle, [], report, digest)
+
+
+def read_reference(path: Path, output_names: Sequence[str]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The judged inputs and eager outputs stored in a bundle's reference.npz (no pickles)."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as ref:
+            n = len([k for k in ref.files if k.startswith("input_")])
+            inputs = [ref[f"input_{i}"] for i in range(n)]
+            reference = [{name: ref[f"output_{i}_{name}"] for name in output_names} for i in range(n)]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise InvalidInputError(f"{str(path)!r} is not a readable reference file: {first_line(exc)}") from exc
+    if not inputs:
+        raise InvalidInputError(f"{str(path)!r} holds no inputs to judge the artifact on.")
+    return inputs, reference
+
+
+def _section(manifest: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = manifest[key]
+    if not isinstance(value, kind):
+        raise InvalidInputError(f"The manifest's {key!r} is a {type(value).__name__}, not a {kind.__name__}.")
+    return value

@@ -40,8 +40,7 @@ import numpy as np
 from segexport.errors import ExportError, InvalidInputError
 from segexport.parity import ParityReport
 
-from .base import ExportResult, ExportSpec
-from .onnx import parity_report
+from .base import ExportResult, ExportSpec, judge
 from .torchscript import _first_line, io_entries, trace_example_shape
 
 MODEL_FILE = "model.pt2"
@@ -236,7 +235,7 @@ class AotiTarget:
     ) -> ParityReport:
         outputs = run_aoti(out_dir / result.artifact, inputs)
         actual = [dict(zip(spec.output_names, out)) for out in outputs]
-        return parity_report(actual, reference, spec, "aoti_load_package-cpu", [x.shape for x in inputs])
+        return judge(spec, actual, reference, "aoti_load_package-cpu", inputs)
 
     def describe(self) -> dict[str, Any]:
         # The runtime is LibTorch of the same torch version, which the manifest already records.

@@ -12,11 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from segexport.parity import ParityPolicy, parity_report
+
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
     from segexport.parity import ParityReport
+
+#: The graph input's name in every artifact, and the axes a dynamic graph leaves free.
+INPUT_NAME = "input"
+DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,12 @@ class ExportSpec:
     stride: int = 1
     #: Target-specific options (calibration data, shapes for TensorRT profiles, ...).
     options: dict[str, Any] = field(default_factory=dict)
+    #: How validation judges the artifact (the precision's defaults when None).
+    parity: ParityPolicy | None = None
+
+    @property
+    def policy(self) -> ParityPolicy:
+        return self.parity if self.parity is not None else ParityPolicy.for_build(self.precision)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -89,3 +101,14 @@ def tensor_info(name: str, shape: Sequence[int | str], dtype: str) -> dict[str, 
     """A manifest entry for one input or output."""
     layout = {4: "NCHW", 3: "NHW", 2: "NC"}.get(len(shape), "N")  # 3-D: an argmax mask
     return {"name": name, "shape": list(shape), "dtype": dtype, "layout": layout}
+
+
+def judge(
+    spec: ExportSpec,
+    actual: Sequence[dict[str, np.ndarray]],
+    reference: Sequence[dict[str, np.ndarray]],
+    validated_with: str,
+    inputs: Sequence[np.ndarray],
+) -> ParityReport:
+    """The parity report of a target's outputs under the spec's policy (every target validates through this)."""
+    return parity_report(actual, reference, spec.policy, spec.output_names, validated_with, [x.shape for x in inputs])

@@ -21,13 +21,11 @@ from typing import Any
 import numpy as np
 
 from segexport.errors import ExportError, InvalidInputError
-from segexport.parity import MIN_AGREEMENT, ParityReport, compare_outputs
+from segexport.parity import ParityReport
 
-from .base import ExportResult, ExportSpec, tensor_info
+from .base import DYNAMIC_DIMS, INPUT_NAME, ExportResult, ExportSpec, judge, tensor_info
 
 MODEL_FILE = "model.onnx"
-INPUT_NAME = "input"
-DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
 _TWO_GB = 2**31 - 2**20
 MIN_OPSET, MAX_OPSET = 17, 23
 
@@ -170,39 +168,6 @@ def run_onnxruntime(
     return [dict(zip(names, session.run(None, {input_name: x}))) for x in inputs]
 
 
-def parity_report(
-    actual: Sequence[dict[str, np.ndarray]],
-    reference: Sequence[dict[str, np.ndarray]],
-    spec: ExportSpec,
-    validated_with: str,
-    input_shapes: Sequence[Sequence[int]],
-) -> ParityReport:
-    """Compare per-output arrays; the mask also gets class agreement."""
-    atol, rtol = spec.options["atol"], spec.options["rtol"]
-    report = ParityReport(
-        validated_with=validated_with,
-        precision=spec.precision,
-        atol=atol,
-        rtol=rtol,
-        min_agreement=spec.options.get("min_agreement", MIN_AGREEMENT[spec.precision]),
-        input_shapes=[list(s) for s in input_shapes],
-        seed=spec.options.get("seed", 0),
-    )
-    for name in spec.output_names:
-        report.outputs.append(
-            compare_outputs(
-                name,
-                [a[name] for a in actual],
-                [r[name] for r in reference],
-                atol,
-                rtol,
-                agreement_threshold=spec.options.get("mask_threshold"),
-                with_agreement=name == "mask",
-            )
-        )
-    return report
-
-
 class OnnxTarget:
     """``--target onnx``: model.onnx validated in onnxruntime on CPU."""
 
@@ -242,7 +207,7 @@ class OnnxTarget:
         reference: Sequence[dict[str, np.ndarray]],
     ) -> ParityReport:
         actual = run_onnxruntime(out_dir / result.artifact, inputs, threads=spec.options.get("threads"))
-        return parity_report(actual, reference, spec, "onnxruntime-cpu", [x.shape for x in inputs])
+        return judge(spec, actual, reference, "onnxruntime-cpu", inputs)
 
     def describe(self) -> dict[str, Any]:
         import onnx

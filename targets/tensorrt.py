@@ -44,8 +44,8 @@ import numpy as np
 from segexport.errors import ExportError, InvalidInputError
 from segexport.parity import ParityReport
 
-from .base import ExportResult, ExportSpec
-from .onnx import MAX_OPSET, MIN_OPSET, export_onnx, onnx_io, parity_report, run_onnxruntime
+from .base import ExportResult, ExportSpec, judge
+from .onnx import MAX_OPSET, MIN_OPSET, export_onnx, onnx_io, run_onnxruntime
 
 ENGINE_FILE = "model.engine"
 #: The graph each precision builds from; it stays in the bundle.
@@ -496,12 +496,10 @@ class TensorRTTarget:
                     if profile is None or Profile(*(tuple(profile[k]) for k in ("min", "opt", "max"))).contains(x.shape)
                 ]
                 actual = [dict(zip(spec.output_names, run(x))) for x, _ in fits]
-                return parity_report(
-                    actual, [r for _, r in fits], spec, f"{runtime or 'tensorrt'} ({result.artifact})", [x.shape for x, _ in fits]
-                )
+                return judge(spec, actual, [r for _, r in fits], f"{runtime or 'tensorrt'} ({result.artifact})", [x for x, _ in fits])
         # int8: the Q/DQ nodes run as written (fake quantization), as TensorRT executes them.
         actual = run_onnxruntime(out_dir / onnx_name, inputs, as_written=spec.precision == "int8")
-        return parity_report(actual, reference, spec, f"onnxruntime-cpu ({onnx_name})", [x.shape for x in inputs])
+        return judge(spec, actual, reference, f"onnxruntime-cpu ({onnx_name})", inputs)
 
     def describe(self) -> dict[str, Any]:
         import onnx

@@ -39,8 +39,7 @@ import numpy as np
 from segexport.errors import ExportError, InvalidInputError
 from segexport.parity import ParityReport
 
-from .base import ExportResult, ExportSpec, tensor_info
-from .onnx import DYNAMIC_DIMS, INPUT_NAME, parity_report
+from .base import DYNAMIC_DIMS, INPUT_NAME, ExportResult, ExportSpec, judge, tensor_info
 
 MODEL_FILE = "model.ts"
 #: precision → the device the artifact is traced and validated on
@@ -225,7 +224,7 @@ class TorchScriptTarget:
         outputs = run_torchscript(out_dir / result.artifact, inputs, device)
         actual = [dict(zip(spec.output_names, out)) for out in outputs]
         validated_with = f"torch.jit.load-{device}" + ("-fp16" if spec.precision == "fp16" else "")
-        return parity_report(actual, reference, spec, validated_with, [x.shape for x in inputs])
+        return judge(spec, actual, reference, validated_with, inputs)
 
     def describe(self) -> dict[str, Any]:
         # The runtime is LibTorch of the same torch version, which the manifest already records.

@@ -82,5 +82,6 @@ def test_smp_checkpoint_gives_an_onnx_model_matching_smp(aux, tmp_path):
     with torch.no_grad():
         expected = reference(torch.from_numpy(x))
     expected = expected if isinstance(expected, tuple) else (expected,)
-    for got, want in zip(outputs, expected):
+    assert len(outputs) == len(expected) == (2 if aux else 1)
+    for got, want in zip(outputs, expected, strict=True):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-3)

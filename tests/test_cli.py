@@ -92,3 +92,16 @@ def test_list(capsys, what):
     assert code == 0
     expected = {"archs": "unet", "encoders": "resnet34", "targets": "onnx"}[what]
     assert expected in out.split()
+
+
+def test_the_static_name_table_matches_the_registries():
+    """The CLI answers names without torch from segexport/names.py; it must list exactly what the registries hold."""
+    from segexport import names
+    from segexport.arch.encoders import list_encoders
+    from segexport.arch.registry import ALIASES, list_architectures
+    from segexport.targets import list_targets
+
+    assert list(names.ARCHITECTURES) == list_architectures()
+    assert names.ARCHITECTURE_ALIASES == ALIASES
+    assert list(names.ENCODERS) == list_encoders()
+    assert list(names.TARGETS) == list_targets()

@@ -127,12 +127,40 @@ def test_int8_engine_of_a_trained_model_agrees_with_fp32_on_photographs(photos, 
 
 
 def test_random_calibration_is_flagged_and_verify_revalidates_the_engine_bundle(tmp_path):
-    # Random weights on noise: only the flag and re-verification are under test, so the agreement threshold is lifted.
-    bundle = build_trt("linknet", tmp_path, precision="int8", calib="random", target_options={"calib_count": 2, "min_agreement": 0.0})
+    """A trained model (random weights give flat logits, where agreement decides on noise) at the default threshold;
+    then the bundle's int8 graph is broken and re-signed by hand: only a real re-validation can refuse it."""
+    from onnx import numpy_helper
+    from trained_model import cached_checkpoint
+
+    from segexport.bundle import manifest_digest, sha256_file
+
+    checkpoint = cached_checkpoint("unet", "resnet34", tiny_kwargs("unet"))
+    bundle = build_trt(
+        "unet", tmp_path, precision="int8", calib="random", checkpoint=str(checkpoint), classes=3,
+        target_options={"calib_count": 4},
+    )  # fmt: skip
     calib = bundle.manifest["export"]["calibration"]
     assert calib["random_inputs"] is True and calib["source"] == "random"
+    assert bundle.manifest["parity"]["min_agreement"] == 0.98
     result = segexport.verify(bundle.path)
     assert result.passed and result.report.validated_with == bundle.manifest["parity"]["validated_with"]
+
+    graph_path = bundle.path / "model.int8.onnx"
+    graph = onnx.load(str(graph_path))
+    last_conv = [n for n in graph.graph.node if n.op_type == "Conv"][-1]
+    weights = {t.name: t for t in graph.graph.initializer}
+    producers = {out: n for n in graph.graph.node for out in n.output}
+    name = last_conv.input[1]
+    while name not in weights:  # weight -> QuantizeLinear -> DequantizeLinear -> Conv
+        name = producers[name].input[0]
+    flipped = np.clip(-numpy_helper.to_array(weights[name]).astype(np.float64), -127, 127).astype(numpy_helper.to_array(weights[name]).dtype)
+    weights[name].CopyFrom(numpy_helper.from_array(flipped, name))  # the head's class scores flip sign
+    onnx.save(graph, str(graph_path))
+    manifest = dict(bundle.manifest)
+    manifest["sha256"] = {n: sha256_file(bundle.path / n) for n in manifest["sha256"]}
+    manifest["digest"] = manifest_digest(manifest)
+    (bundle.path / "manifest.json").write_text(__import__("json").dumps(manifest))
+    assert not segexport.verify(bundle.path).passed
 
 
 def test_dynamic_engine_records_its_profile(tmp_path):

@@ -7,14 +7,17 @@ and exit 2; anything unexpected exits 1 and suggests ``--debug``.
 
 from __future__ import annotations
 
+import itertools
 import json
+import signal
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from segexport.arguments import parse_arch_args
-from segexport.errors import InvalidInputError, SegexportError
+from segexport.errors import InvalidInputError, SegexportError, unknown
+from segexport.names import check_architecture, check_encoder, check_target
 from segexport.cli.matrix import matrix
 
 app = typer.Typer(
@@ -75,9 +78,12 @@ def build(
     """Export ARCH with ENCODER to a validated bundle."""
     if fp16 and int8:
         raise InvalidInputError("--fp16 and --int8 exclude each other; choose one.")
+    check_architecture(arch)
+    check_encoder(encoder)
+    check_target(target)
     from segexport.pipeline import BuildRequest, run_build
 
-    steps = iter(range(1, 100))
+    steps = itertools.count(1)
     req = BuildRequest(
         arch=arch,
         encoder=encoder,
@@ -114,25 +120,34 @@ def build(
     )
     bundle = run_build(req, progress=lambda msg: _echo(f"[{next(steps)}] {msg}", quiet or as_json))
     if as_json:
-        typer.echo(json.dumps({"bundle": str(bundle.path), "manifest": bundle.manifest}, indent=2))
+        typer.echo(json.dumps({"bundle": str(bundle.path), "digest": bundle.manifest["digest"], "manifest": bundle.manifest}, indent=2))
     else:
-        _echo(f"Bundle written to {bundle.path}", quiet)
+        seconds = bundle.manifest.get("build", {}).get("seconds", {})
+        took = ", ".join(f"{step} {t:.1f}" for step, t in seconds.items())
+        _echo(f"Bundle written to {bundle.path} (digest {bundle.manifest['digest']}); seconds per step: {took}", quiet)
 
 
 @app.command()
 def verify(
     bundle: str = typer.Argument(..., help="Bundle directory."),
+    expect_digest: Optional[str] = typer.Option(
+        None, "--expect-digest", help="Refuse the bundle unless its manifest digest is this one (as `build` printed it)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Re-check the sha256 of every file and re-run parity from the manifest."""
+    """Check the manifest's digest and every file's sha256, then re-run parity under the stored policy.
+
+    Exits 0 when everything holds, 2 when anything does not.
+    """
     from segexport.pipeline import verify as run_verify
 
-    result = run_verify(bundle)
+    result = run_verify(bundle, expect_digest=expect_digest)
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "passed": result.passed,
+                    "digest": result.digest,
                     "bad_files": result.bad_files,
                     "parity": result.report.to_dict() if result.report else None,
                 },
@@ -142,7 +157,8 @@ def verify(
     elif result.bad_files:
         typer.echo(f"FAILED: files changed since the build: {', '.join(result.bad_files)}", err=True)
     else:
-        typer.echo(f"{'OK' if result.passed else 'FAILED'}: {result.report.summary()}")
+        verdict = "OK" if result.passed else "FAILED"
+        typer.echo(f"{verdict}: {result.report.summary()} (digest {result.digest})", err=not result.passed)
     if not result.passed:
         raise typer.Exit(2)
 
@@ -156,7 +172,17 @@ def inspect(bundle: str = typer.Argument(..., help="Bundle directory."), as_json
     if as_json:
         typer.echo(json.dumps(m, indent=2))
         return
-    rows = [
+    try:
+        rows = _inspect_rows(m)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{bundle!r}: the manifest lacks or garbles the field {exc}; it cannot be shown.") from exc
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key.ljust(width)}  {value}")
+
+
+def _inspect_rows(m: dict) -> list[tuple[str, str]]:
+    return [
         ("arch", m["arch"]),
         ("encoder", m["encoder"]),
         ("target", f"{m['target']} ({m.get('runtime')})"),
@@ -170,10 +196,8 @@ def inspect(bundle: str = typer.Argument(..., help="Bundle directory."), as_json
         *[(f"  {o['name']}", f"max abs {o['max_abs']:.3g}, cosine {o['cosine']:.6f}" + (f", agreement {o['agreement']:.4%}" if o["agreement"] is not None else "")) for o in m["parity"]["outputs"]],
         ("versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())),
         ("created", m["created"]),
+        ("digest", m.get("digest", "(format 1: none)")),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        typer.echo(f"{key.ljust(width)}  {value}")
 
 
 @app.command()
@@ -203,21 +227,15 @@ def bench(
 @app.command("list")
 def list_(what: str = typer.Argument(..., help="archs | encoders | targets")) -> None:
     """List the registered architectures, encoders or targets."""
+    from segexport import names as builtin
+
     if what in ("archs", "architectures"):
-        from segexport.arch.registry import ALIASES, list_architectures
-
-        names = list_architectures() + [f"{a} (= {n})" for a, n in ALIASES.items()]
+        names = [*builtin.ARCHITECTURES, *(f"{a} (= {n})" for a, n in builtin.ARCHITECTURE_ALIASES.items())]
     elif what == "encoders":
-        from segexport.arch.encoders import list_encoders
-
-        names = [*list_encoders(), "tu-<any timm model>"]
+        names = [*builtin.ENCODERS, "tu-<any timm model>"]
     elif what == "targets":
-        from segexport.targets import list_targets
-
-        names = list_targets()
+        names = list(builtin.TARGETS)
     else:
-        from segexport.errors import unknown
-
         raise unknown("list", what, ["archs", "encoders", "targets"])
     typer.echo("\n".join(names))
 
@@ -226,9 +244,10 @@ app.command()(matrix)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, mapping errors to one line and exit codes 2 (input) / 1 (bug)."""
+    """Entry point: exit 0 on success, 2 for bad input and failed checks, 1 for bugs, 130 Ctrl-C, 143 SIGTERM."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except SegexportError as exc:
         if _state["debug"]:
             raise
@@ -239,14 +258,46 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # usage errors of the CLI framework are handled here; anything else is a bug
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if _state["debug"]:
-            raise
-        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
-        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - sorted below: the CLI framework's usage errors, else a bug
+        if not _is_usage_error(exc):
+            if _state["debug"]:
+                raise
+            typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+            sys.exit(1)
+        typer.echo(f"error: {_usage_line(exc, sys.argv[1:] if argv is None else argv)}", err=True)
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    # Without standalone mode click returns a command's `raise typer.Exit(n)` as n instead of exiting.
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """A usage error of the CLI framework (typer ships its own click): it formats a message and carries an exit code."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _usage_line(exc: Exception, argv: list[str]) -> str:
+    """The CLI framework's usage error as one line that names the bad value."""
+    message = exc.format_message()  # type: ignore[attr-defined]
+    param = getattr(exc, "param", None)
+    if isinstance(exc, typer.BadParameter) and param is not None:
+        opts = list(getattr(param, "opts", []))
+        value = None
+        for i, arg in enumerate(argv):
+            if arg in opts and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif any(arg.startswith(f"{o}=") for o in opts):
+                value = arg.partition("=")[2]
+        name = opts[0] if opts else param.name
+        if value is not None:
+            return f"{name} {value!r} is not valid: {message.removeprefix(f'Invalid value for {name!r}: ')}"
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "segexport"
+    return f"{message} (see `{command} --help`)"
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so staging folders and locks are removed on the way out."""
+    typer.echo("terminated", err=True)
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
