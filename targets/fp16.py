@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from segexport.errors import ExportError
+from segexport.onnx_files import PROTOBUF_LIMIT
 
 #: Ops that run in fp16 when they consume the data path.
 FP16_OPS = frozenset(
@@ -48,14 +49,13 @@ _KEEP_INPUTS: dict[str, frozenset[int]] = {"Resize": frozenset({1, 2, 3}), "Upsa
 #: Ops that read any element type, so an fp16 tensor feeds them without a cast back.
 _ANY_TYPE = frozenset({"Shape", "Size", "Cast", "CastLike"})
 _FP16_MAX = float(np.finfo(np.float16).max)
-_TWO_GB = 2**31 - 2**20
 
 
 def convert_to_fp16(src: Path, dst: Path) -> dict[str, Any]:
     """Write the mixed-fp16 version of ``src`` to ``dst``; returns counts for the manifest."""
     import onnx
 
-    from .onnx import make_deterministic, save_onnx
+    from segexport.onnx_files import make_deterministic, save_onnx
 
     model = onnx.load(str(src))
     stats = to_fp16(model)
@@ -195,7 +195,7 @@ def _element_types(model: Any) -> dict[str, int]:
 
     graph = model.graph
     inferred = graph
-    if model.ByteSize() < _TWO_GB:
+    if model.ByteSize() < PROTOBUF_LIMIT:
         inferred = onnx.shape_inference.infer_shapes(model).graph
     types: dict[str, int] = {}
     for value in [*inferred.input, *inferred.value_info, *inferred.output]:

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from segexport.errors import ExportError, InvalidInputError
+from segexport.onnx_files import PROTOBUF_LIMIT, make_deterministic, save_onnx
 from segexport.parity import ParityReport
 
 from .base import DYNAMIC_DIMS, INPUT_NAME, ExportResult, ExportSpec, judge, tensor_info
 
 MODEL_FILE = "model.onnx"
-_TWO_GB = 2**31 - 2**20
 MIN_OPSET, MAX_OPSET = 17, 23
 
 
@@ -79,7 +79,7 @@ def simplify(proto: Any) -> Any:
     """
     import onnxslim
 
-    if proto.ByteSize() > _TWO_GB:
+    if proto.ByteSize() > PROTOBUF_LIMIT:
         return proto
     with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
@@ -95,30 +95,6 @@ def name_dynamic_dims(proto: Any, spec: ExportSpec) -> None:
         for axis, label in DYNAMIC_DIMS.items():
             if axis < len(dims) and (len(dims) == 4 or axis == 0) and not dims[axis].HasField("dim_value"):
                 dims[axis].dim_param = label
-
-
-def make_deterministic(proto: Any) -> None:
-    """Drop exporter metadata (stack traces, file paths) so equal inputs give equal bytes."""
-    graph = proto.graph
-    for container in (graph.node, graph.input, graph.output, graph.value_info, graph.initializer):
-        for item in container:
-            if hasattr(item, "metadata_props"):
-                del item.metadata_props[:]
-            if hasattr(item, "doc_string"):
-                item.doc_string = ""
-    del proto.metadata_props[:]
-    proto.doc_string = ""
-    proto.producer_name = "segexport"
-
-
-def save_onnx(proto: Any, path: Path) -> None:
-    """Save, switching to the external-data format for graphs over 2 GB."""
-    import onnx
-
-    if proto.ByteSize() > _TWO_GB:
-        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
-    else:
-        onnx.save_model(proto, str(path))
 
 
 def onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
