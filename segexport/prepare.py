@@ -1,4 +1,4 @@
-"""Prepare an eager model for tracing: eval, BatchNorm folded, heads fused into one graph.
+"""Prepare an eager model for tracing: eval, multi-branch blocks reparameterised, BatchNorm folded, heads fused into one graph.
 
 The prepared module returns a tuple with a fixed number of outputs (``mask`` and,
 with an aux head, ``label``), so every exporter sees one static graph.
@@ -7,6 +7,8 @@ with an aux head, ``label``), so every exporter sees one static graph.
 from __future__ import annotations
 
 import copy
+import inspect
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -92,16 +94,62 @@ def _replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def prepare_for_export(model: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> ExportModule:
-    """An eval-mode copy of ``model`` with folded BatchNorm, wrapped to return a fixed tuple."""
-    prepared = copy.deepcopy(model).eval()
-    for p in prepared.parameters():
-        p.requires_grad_(False)
+@runtime_checkable
+class Reparameterizable(Protocol):
+    """A block with a training-time form (parallel branches) and an equivalent inference form.
+
+    ``reparameterize()`` switches the block, in place and for good, to the inference form
+    (MobileOne, RepVGG: the branches become one convolution); the eval-mode output must
+    not change. timm's reparameterisable blocks (``tu-fastvit_*``, ``tu-repvgg_*``,
+    ``tu-mobileone_*``) offer the same method and take part too.
+    """
+
+    def reparameterize(self) -> None: ...
+
+
+def reparameterize_blocks(model: nn.Module) -> int:
+    """Call ``reparameterize()`` on every block of ``model`` that offers it (in place); returns how many.
+
+    A ``reparameterize`` that needs arguments (a VAE's sampling step, say) is some other
+    method of the same name and is left alone.
+    """
+    blocks = [m for m in model.modules() if m is not model and isinstance(m, Reparameterizable)]
+    blocks = [m for m in blocks if _takes_no_arguments(m.reparameterize)]
+    for block in blocks:
+        block.reparameterize()
+    return len(blocks)
+
+
+def _takes_no_arguments(method: object) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters)
+
+
+def prepare_for_export(
+    model: nn.Module, example: torch.Tensor, fold_bn: bool = True, reparameterize: bool = True
+) -> ExportModule:
+    """An eval-mode copy of ``model`` with reparameterised blocks and folded BatchNorm, wrapped to return a fixed tuple.
+
+    ``model`` itself is not touched: it stays the multi-branch eager reference the parity check compares against.
+    """
+    prepared = _reparameterized_copy(model, reparameterize)
     if fold_bn:
         fold_batchnorm(prepared, example)
         # Folding is an algebraic identity; if hooks misread a functional use, keep the original.
         with torch.no_grad():
             before, after = ExportModule(model.eval())(example), ExportModule(prepared)(example)
         if any(not torch.allclose(a, b, atol=1e-4, rtol=1e-3) for a, b in zip(before, after) if a.is_floating_point()):
-            prepared = copy.deepcopy(model).eval()
+            prepared = _reparameterized_copy(model, reparameterize)
     return ExportModule(prepared).eval()
+
+
+def _reparameterized_copy(model: nn.Module, reparameterize: bool) -> nn.Module:
+    prepared = copy.deepcopy(model).eval()
+    for p in prepared.parameters():
+        p.requires_grad_(False)
+    if reparameterize:
+        reparameterize_blocks(prepared)
+    return prepared
