@@ -98,6 +98,17 @@ def test_output_stride_stops_downsampling(name, output_stride):
     assert encoder.output_stride == output_stride
 
 
+@pytest.mark.torchscript
+@pytest.mark.parametrize("name", SMALL)
+def test_encoder_compiles_with_torchscript_as_smp_declares(name):
+    encoder = get_encoder(name, depth=4).eval()
+    assert encoder._is_torch_scriptable
+    scripted = torch.jit.script(encoder)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(scripted(x), encoder(x), strict=True))
+
+
 @pytest.mark.parametrize("output_stride", [4, 2, 64])
 @pytest.mark.parametrize("name", SMALL)
 def test_output_stride_smp_refuses_is_an_invalid_input(name, output_stride):

@@ -41,10 +41,18 @@ class SkNetEncoder(ResNet, EncoderMixin):
         if self._depth >= 1:
             x = self.act1(self.bn1(self.conv1(x)))
             features.append(x)
+        # One branch per stage (not a loop over a tuple of modules): TorchScript compiles this as written.
         if self._depth >= 2:
-            x = self.maxpool(x)
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4)[: self._depth - 1]:
-            x = stage(x)
+            x = self.layer1(self.maxpool(x))
+            features.append(x)
+        if self._depth >= 3:
+            x = self.layer2(x)
+            features.append(x)
+        if self._depth >= 4:
+            x = self.layer3(x)
+            features.append(x)
+        if self._depth >= 5:
+            x = self.layer4(x)
             features.append(x)
         return features
 
