@@ -37,11 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from segexport.errors import ExportError, InvalidInputError
+from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 
-from .base import ExportResult, ExportSpec, judge
-from .torchscript import _first_line, io_entries, trace_example_shape
+from .base import ExportResult, ExportSpec, io_entries, judge, trace_example_shape
 
 MODEL_FILE = "model.pt2"
 #: Seconds between "still compiling" progress lines.
@@ -79,7 +78,7 @@ def cpp_compiler() -> str:
         return get_cpp_compiler()
     except Exception as exc:  # inductor raises its own InvalidCxxCompiler, or RuntimeError on odd setups
         raise InvalidInputError(
-            "--target aoti compiles C++ and found no working C++ compiler (" + _first_line(exc) + "); "
+            "--target aoti compiles C++ and found no working C++ compiler (" + first_line(exc) + "); "
             "install g++ (apt-get install g++) or set CXX to a compiler."
         ) from exc
 
@@ -102,7 +101,7 @@ def export_program(model: Any, spec: ExportSpec) -> Any:
         try:
             return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
         except Exception as exc:  # torch.export raises many internal types
-            raise ExportError(f"torch.export failed: {_first_line(exc)}") from exc
+            raise ExportError(f"torch.export failed: {first_line(exc)}") from exc
 
 
 @contextlib.contextmanager
@@ -165,7 +164,7 @@ def compile_package(program: Any, path: Path, say: Callable[[str], None]) -> flo
             try:
                 torch._inductor.aoti_compile_and_package(program, package_path=str(path))
             except Exception as exc:  # inductor and the compiler fail in many ways
-                raise ExportError(f"AOTInductor compilation failed: {_first_line(exc)}") from exc
+                raise ExportError(f"AOTInductor compilation failed: {first_line(exc)}") from exc
         drop_build_outputs(cache, path)
     elapsed = time.monotonic() - start
     say(f"aoti: compiled in {elapsed:.0f} s")

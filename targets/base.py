@@ -112,3 +112,37 @@ def judge(
 ) -> ParityReport:
     """The parity report of a target's outputs under the spec's policy (every target validates through this)."""
     return parity_report(actual, reference, spec.policy, spec.output_names, validated_with, [x.shape for x in inputs])
+
+
+def trace_example_shape(spec: ExportSpec) -> tuple[int, int, int, int]:
+    """The example input's shape: the export shape, with batch 2 for dynamic graphs.
+
+    Tracing records sizes through ``aten::size`` either way, but a batch of 1 lets
+    model code that tests ``x.shape[0] == 1`` take a branch the trace would keep.
+    """
+    batch = 2 if spec.dynamic and spec.batch == 1 else spec.batch
+    return (batch, spec.in_channels, spec.height, spec.width)
+
+
+def io_entries(module: Any, spec: ExportSpec, device: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Manifest entries for the input and outputs, from one run at the export shape.
+
+    Dynamic dims are named as in the ONNX target: batch on every output, height and
+    width on 4D outputs.
+    """
+    import torch
+
+    with torch.no_grad():
+        outputs = module(torch.zeros(spec.input_shape, device=device))
+
+    def shape(dims: Sequence[int]) -> list[int | str]:
+        named: list[int | str] = list(dims)
+        if spec.dynamic:
+            for axis, label in DYNAMIC_DIMS.items():
+                if axis < len(named) and (len(named) == 4 or axis == 0):
+                    named[axis] = label
+        return named
+
+    inputs = [tensor_info(INPUT_NAME, shape(spec.input_shape), "float32")]
+    outs = [tensor_info(name, shape(o.shape), str(o.dtype).removeprefix("torch.")) for name, o in zip(spec.output_names, outputs)]
+    return inputs, outs

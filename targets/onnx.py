@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from segexport.errors import ExportError, InvalidInputError
+from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.onnx_files import PROTOBUF_LIMIT, make_deterministic, save_onnx
 from segexport.parity import ParityReport
 
@@ -58,7 +58,7 @@ def export_onnx(model: Any, spec: ExportSpec, path: Path) -> None:
                 verbose=False,
             )
         except Exception as exc:  # the exporter raises many internal types
-            raise ExportError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+            raise ExportError(f"torch.onnx.export failed: {first_line(exc)}") from exc
     proto = program.model_proto
     proto = simplify(proto)
     name_dynamic_dims(proto, spec)
@@ -67,7 +67,7 @@ def export_onnx(model: Any, spec: ExportSpec, path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
-        raise ExportError(f"The exported graph fails onnx.checker: {_first_line(exc)}") from exc
+        raise ExportError(f"The exported graph fails onnx.checker: {first_line(exc)}") from exc
 
 
 def simplify(proto: Any) -> Any:
@@ -200,8 +200,3 @@ def _quiet():  # type: ignore[no-untyped-def]
         return
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         yield
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from segexport.errors import ExportError, InvalidInputError
+from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 
-from .base import DYNAMIC_DIMS, INPUT_NAME, ExportResult, ExportSpec, judge, tensor_info
+from .base import ExportResult, ExportSpec, io_entries, judge, trace_example_shape
 
 MODEL_FILE = "model.ts"
 #: precision → the device the artifact is traced and validated on
@@ -63,16 +63,6 @@ def _half_precision_module(model: Any) -> Any:
     return HalfPrecision(copy.deepcopy(model).half()).eval()
 
 
-def trace_example_shape(spec: ExportSpec) -> tuple[int, int, int, int]:
-    """The example input's shape: the export shape, with batch 2 for dynamic graphs.
-
-    Tracing records sizes through ``aten::size`` either way, but a batch of 1 lets
-    model code that tests ``x.shape[0] == 1`` take a branch the trace would keep.
-    """
-    batch = 2 if spec.dynamic and spec.batch == 1 else spec.batch
-    return (batch, spec.in_channels, spec.height, spec.width)
-
-
 def trace_torchscript(model: Any, spec: ExportSpec, device: str = "cpu") -> tuple[Any, list[str]]:
     """Trace ``model`` in export mode and freeze it; returns the module and the tracer's warnings.
 
@@ -94,8 +84,8 @@ def trace_torchscript(model: Any, spec: ExportSpec, device: str = "cpu") -> tupl
             traced = torch.jit.trace(module, example, check_trace=False)
             frozen = torch.jit.freeze(traced.eval())
         except Exception as exc:  # the tracer raises many internal types
-            raise ExportError(f"torch.jit.trace failed: {_first_line(exc)}") from exc
-    notes = sorted({_first_line(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)})
+            raise ExportError(f"torch.jit.trace failed: {first_line(exc)}") from exc
+    notes = sorted({first_line(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)})
     return frozen, notes
 
 
@@ -134,30 +124,6 @@ def load_torchscript(path: Path, device: str = "cpu") -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         return torch.jit.load(str(path), map_location=device).eval()
-
-
-def io_entries(module: Any, spec: ExportSpec, device: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Manifest entries for the input and outputs, from one run at the export shape.
-
-    Dynamic dims are named as in the ONNX target: batch on every output, height and
-    width on 4D outputs.
-    """
-    import torch
-
-    with torch.no_grad():
-        outputs = module(torch.zeros(spec.input_shape, device=device))
-
-    def shape(dims: Sequence[int]) -> list[int | str]:
-        named: list[int | str] = list(dims)
-        if spec.dynamic:
-            for axis, label in DYNAMIC_DIMS.items():
-                if axis < len(named) and (len(named) == 4 or axis == 0):
-                    named[axis] = label
-        return named
-
-    inputs = [tensor_info(INPUT_NAME, shape(spec.input_shape), "float32")]
-    outs = [tensor_info(name, shape(o.shape), str(o.dtype).removeprefix("torch.")) for name, o in zip(spec.output_names, outputs)]
-    return inputs, outs
 
 
 def run_torchscript(path: Path, inputs: Sequence[np.ndarray], device: str = "cpu") -> list[list[np.ndarray]]:
@@ -239,8 +205,3 @@ def _require_cuda() -> None:
             "fp16 TorchScript is traced and validated on a CUDA GPU, and none is available on this machine; "
             "build fp32 (drop --fp16) here, or build on a machine with a GPU."
         )
-
-
-def _first_line(exc: BaseException | Warning | str) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
