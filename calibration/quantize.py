@@ -19,6 +19,10 @@ insertion is onnxruntime.quantization's QDQ quantizer, fed with ranges we calibr
 
 Both quantize the same op types with the same calibrated ranges, so the cache serves both.
 In both, the head (the last convolution's input and everything after it) stays float.
+
+Ranges come from the calibration share of the images only; the graph is then judged on
+the held-out share (:mod:`.sources`), and layers it cannot keep its accuracy with stay
+in float (:mod:`.fallback`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numpy as np
 from segexport.errors import ExportError, InvalidInputError
 
 from .cache import CACHE_FORMAT, Ranges, cache_key, default_cache_path, file_sha256, load_ranges, save_ranges
-from .sources import CalibrationConfig, CalibrationData, load_calibration
+from .sources import CalibrationConfig, CalibrationData, load_calibration, load_validation
 
 if TYPE_CHECKING:
     from segexport.targets.base import ExportSpec
@@ -121,31 +125,84 @@ def calibrate(fp32_path: Path, inputs: Sequence[np.ndarray], config: Calibration
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: str = "onnxruntime") -> dict[str, Any]:
-    """Calibrate ``fp32_path`` on the spec's calibration data (or reuse cached ranges) and write the Q/DQ graph.
+    """Calibrate ``fp32_path`` (or reuse cached ranges), write the Q/DQ graph, and hold it to the held-out budget.
+
+    The graph is judged on the held-out images (:func:`~.sources.load_validation`)
+    against the fp32 graph. Short of the budget (:class:`~.fallback.Int8Budget`), the
+    fewest most harmful layers are kept in float (:mod:`.fallback`) unless the spec's
+    ``int8_fallback`` is ``"off"``; then the graph is written as it is and parity
+    reports the shortfall.
 
     Args:
         fp32_path: the fp32 ONNX graph.
         out_path: where the int8 Q/DQ graph goes.
-        spec: the build's spec; its options carry calib, calib_count, calib_method, calib_cache.
+        spec: the build's spec; its options carry calib, calib_count, calib_method, calib_cache,
+            val, val_fraction, val_count, int8_fallback, int8_min_iou, int8_max_float_share, int8_speed_runs.
         runtime: ``"onnxruntime"`` (the ONNX target) or ``"tensorrt"`` (the TensorRT target).
 
     Returns:
-        The manifest's ``calibration`` record: source, images, method, cache use, scheme.
+        The manifest's ``calibration`` record: the calibration set, method, cache use, scheme, the
+        held-out set and figures, the layers kept in float, and (onnxruntime) the speed against fp32.
+
+    Raises:
+        ParityError: the budget cannot hold with int8 left worth having.
     """
+    import onnx
+
+    from .fallback import HeldOutJudge, Int8Budget, keep_fewest_in_float, measure_speedup
+
     if runtime not in RUNTIMES:
         raise InvalidInputError(f"Unknown quantization runtime {runtime!r}; allowed: {', '.join(RUNTIMES)}.")
     config = CalibrationConfig.from_spec(spec)
+    budget = Int8Budget.from_spec(spec)
+    runs = spec.options.get("int8_speed_runs")
+    runs = 5 if runs is None else runs
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:
+        raise InvalidInputError(f"int8_speed_runs must be an integer >= 0; got {runs!r}.")
+    say = spec.options.get("progress") or (lambda _msg: None)
     data = load_calibration(spec, config)
+    held_out = load_validation(spec, config)
     ranges, cache_info = cached_ranges(fp32_path, data, config, out_path.parent)
     proto = _quantize(fp32_path, ranges, config.method, runtime)
     float_outputs = dequantize_outputs(proto)
+
+    mask = "mask" if "mask" in spec.output_names else spec.output_names[0]
+    judge = HeldOutJudge(fp32_path, held_out.inputs, mask, budget.mask_threshold, as_written=runtime == "tensorrt")
+    before = judge.judge(proto)
+    fallback: dict[str, Any] = {"mode": "on" if config.fallback else "off", "budget": budget.describe(), "needed": False}
+    after = before
+    if not before.holds(budget) and config.fallback:
+        say(
+            f"int8 on {held_out.images} held-out images: agreement {before.agreement:.4f}, mean IoU {before.mean_iou:.4f}; "
+            "measuring each layer's harm to keep the worst in float"
+        )
+        result = keep_fewest_in_float(proto, onnx.load(str(fp32_path)), judge, budget, half=runtime == "tensorrt", before=before)
+        proto, after = result.proto, result.after
+        fallback.update(
+            needed=True,
+            kept_in_float=result.kept_in_float,
+            quantized_layers=result.quantized_layers,
+            float_share_of_macs=result.float_share,
+            graphs_judged=result.graphs_judged,
+            most_harmful=result.sensitivity,
+        )
+    else:
+        fallback["kept_in_float"] = []
     if runtime == "tensorrt":
         check_tensorrt_qdq(proto)
-    from segexport.targets.onnx import make_deterministic, save_onnx
+    from segexport.onnx_files import make_deterministic, save_onnx
 
     make_deterministic(proto)
     save_onnx(proto, out_path)
     _check(out_path)
+    if runtime == "onnxruntime" and runs:
+        speed: dict[str, Any] = measure_speedup(fp32_path, out_path, held_out.inputs[0], runs=runs, threads=spec.options.get("threads"))
+    else:
+        speed = {
+            "measured": False,
+            "why": "timed in onnxruntime for the onnxruntime form only; the TensorRT form's speed is its engine's "
+            "(segexport bench on a GPU)" if runs else "int8_speed_runs is 0",
+        }
     return {
         **data.describe(),
         "method": config.method,
@@ -153,6 +210,9 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
         "cache": cache_info,
         "scheme": {**SCHEMES[runtime], "head": f"float activations ({float_outputs} tensors), int8 weights"},
         "quantized_ops": list(QUANTIZED_OPS),
+        "validation": {**held_out.describe(), "before_fallback": before.to_dict(), "result": after.to_dict()},
+        "fallback": fallback,
+        "speed": speed,
     }
 
 

@@ -9,6 +9,14 @@ Order and sampling are deterministic: files are sorted by their path relative to
 folder, and ``count`` of them are taken evenly spaced over that list (a folder sorted
 by class or by time is then covered end to end, and the same folder always gives the
 same set). Random inputs are used only when asked for with ``calib="random"``.
+
+int8 is judged on images calibration did not see. With ``val`` (``--val DIR``) those
+are that folder's images and calibration uses the whole ``--calib`` folder; otherwise
+``--calib`` is split in two by :func:`split_images`: a file is held out when the
+sha256 of its path relative to the folder, read as a fraction of 2**64 from its first
+8 bytes, is below ``val_fraction`` (default 0.25). Each file's side depends on its own
+name only, so the same folder always gives the same split, adding a file never moves
+another, and renaming or reordering the listing changes nothing else.
 """
 
 from __future__ import annotations
@@ -33,6 +41,10 @@ METHODS = ("minmax", "entropy", "percentile")
 RANDOM = "random"
 DEFAULT_COUNT = 32
 DEFAULT_METHOD = "minmax"
+#: The share of a --calib folder held out to judge int8 on, and the most held-out images used.
+DEFAULT_VAL_FRACTION = 0.25
+DEFAULT_VAL_COUNT = 32
+FALLBACK_CHOICES = ("on", "off")
 #: ITU-R 601-2 luma weights, as Pillow's "L" conversion, for 1-channel models fed colour images.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -43,10 +55,14 @@ class CalibrationConfig:
 
     Attributes:
         source: a folder of images, or ``"random"``.
-        count: how many images (not batches) to use.
+        count: how many images (not batches) to calibrate on.
         method: ``minmax``, ``entropy`` or ``percentile``.
         cache: the range cache file, or None for the default beside the bundle.
         percentile: the kept percentile for ``percentile``.
+        val: a folder of held-out images to judge int8 on, or None to split ``source``.
+        val_fraction: the share of ``source`` held out when ``val`` is None.
+        val_count: the most held-out images to judge on (evenly spaced over them).
+        fallback: keep the most int8-hostile layers in float until the held-out budget holds.
     """
 
     source: str
@@ -54,6 +70,10 @@ class CalibrationConfig:
     method: str = DEFAULT_METHOD
     cache: Path | None = None
     percentile: float = 99.99
+    val: str | None = None
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    val_count: int = DEFAULT_VAL_COUNT
+    fallback: bool = True
 
     @property
     def is_random(self) -> bool:
@@ -61,16 +81,13 @@ class CalibrationConfig:
 
     @classmethod
     def from_spec(cls, spec: ExportSpec) -> CalibrationConfig:
-        """Read and check ``calib``, ``calib_count``, ``calib_method``, ``calib_cache`` from the spec's options."""
+        """Read and check the ``calib*``, ``val*`` and ``int8_fallback`` options of the spec."""
         opts = spec.options
         source = opts.get("calib")
         if not source:
             raise InvalidInputError("int8 needs calibration data: pass --calib DIR (a folder of images) or --calib random.")
         source = str(source)
-        count = opts.get("calib_count")
-        count = DEFAULT_COUNT if count is None else count
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise InvalidInputError(f"--calib-count must be an integer >= 1; got {count!r}.")
+        count = _positive_int(opts.get("calib_count"), DEFAULT_COUNT, "--calib-count")
         method = str(opts.get("calib_method") or DEFAULT_METHOD).lower()
         if method not in METHODS:
             raise InvalidInputError(f"Unknown --calib-method {method!r}; allowed: {', '.join(METHODS)}.{closest(method, METHODS)}")
@@ -83,20 +100,62 @@ class CalibrationConfig:
         if not 50.0 < percentile <= 100.0:
             raise InvalidInputError(f"calib_percentile must be in (50, 100]; got {percentile!r}.")
         cache = opts.get("calib_cache")
-        return cls(source=source, count=count, method=method, cache=Path(cache) if cache else None, percentile=percentile)
+        val = opts.get("val")
+        if val is not None:
+            val = str(val)
+            if source == RANDOM:
+                raise InvalidInputError(f"--val {val!r} needs --calib DIR: random calibration inputs are judged on held-out noise.")
+            if not Path(val).is_dir():
+                raise InvalidInputError(f"--val {val!r} is not a folder of images.")
+            if Path(val).resolve() == Path(source).resolve():
+                raise InvalidInputError(
+                    f"--val {val!r} is the --calib folder; give a folder of other images, or drop --val to split --calib."
+                )
+        fraction = opts.get("val_fraction")
+        fraction = DEFAULT_VAL_FRACTION if fraction is None else fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+            raise InvalidInputError(f"val_fraction must be a number in (0, 1); got {fraction!r}.")
+        val_count = _positive_int(opts.get("val_count"), DEFAULT_VAL_COUNT, "--val-count")
+        fallback = opts.get("int8_fallback")
+        fallback = "on" if fallback is None else {True: "on", False: "off"}.get(fallback, fallback)
+        if fallback not in FALLBACK_CHOICES:
+            raise InvalidInputError(
+                f"--int8-fallback must be one of {', '.join(FALLBACK_CHOICES)}; got {fallback!r}.{closest(str(fallback), FALLBACK_CHOICES)}"
+            )
+        return cls(
+            source=source,
+            count=count,
+            method=method,
+            cache=Path(cache) if cache else None,
+            percentile=percentile,
+            val=val,
+            val_fraction=float(fraction),
+            val_count=val_count,
+            fallback=fallback == "on",
+        )
+
+
+def _positive_int(value: Any, default: int, flag: str) -> int:
+    value = default if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{flag} must be an integer >= 1; got {value!r}.")
+    return value
 
 
 @dataclass
 class CalibrationData:
-    """Prepared calibration batches and where they came from (for the manifest and the cache key).
+    """Prepared image batches and where they came from (for the manifest and the cache key).
+
+    Used for both sets of an int8 build: the calibration set and the held-out set.
 
     Attributes:
         inputs: arrays of the spec's input shape (batch, C, H, W), float32, normalized.
         source: ``"images"`` or ``"random"``.
         images: how many distinct images the batches hold.
-        files: the images used, relative to the folder, in order.
+        files: the images used, relative to their folder, in order.
         digests: sha256 of each file's bytes, in the same order.
         preprocessing: resize and normalization applied (part of the cache key).
+        selection: how the images were chosen (the split rule, or the --val folder).
     """
 
     inputs: list[np.ndarray]
@@ -105,14 +164,59 @@ class CalibrationData:
     files: list[str] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    selection: str = ""
+
+    @property
+    def digest(self) -> str:
+        """One sha256 over the set: each file's name and content digest, or the noise's bytes."""
+        h = hashlib.sha256()
+        if self.files:
+            for name, digest in zip(self.files, self.digests):
+                h.update(f"{name}\0{digest}\n".encode())
+        else:
+            for x in self.inputs:
+                h.update(np.ascontiguousarray(x).tobytes())
+        return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        """The manifest's record of the calibration set (no absolute paths)."""
+        """The manifest's record of the set (no absolute paths)."""
         out: dict[str, Any] = {"source": self.source, "random_inputs": self.source == RANDOM, "images": self.images}
+        if self.selection:
+            out["selection"] = self.selection
+        out["digest"] = f"sha256:{self.digest}"
         if self.files:
             out["files"] = list(self.files)
         out["preprocessing"] = self.preprocessing
         return out
+
+
+def held_out_score(name: str) -> float:
+    """Where ``name`` (a path relative to its folder) falls in [0, 1): the first 8 bytes of its sha256."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def split_images(names: Sequence[str], fraction: float = DEFAULT_VAL_FRACTION) -> tuple[list[int], list[int]]:
+    """Split ``names`` into (calibration, held-out) index lists by each name's hash (see the module docstring).
+
+    A name is held out when :func:`held_out_score` is below ``fraction``. Small folders
+    where the rule leaves a side empty give that side the name nearest the cut, so both
+    sides always hold at least one image. Order within each side follows ``names``.
+
+    Raises:
+        InvalidInputError: fewer than two names (nothing to hold out).
+    """
+    if len(names) < 2:
+        raise InvalidInputError(
+            f"Holding out images to judge int8 needs at least 2 calibration images; the folder has {len(names)}. "
+            "Add images, or pass --val DIR with images of the same kind."
+        )
+    scores = [held_out_score(n) for n in names]
+    held = {i for i, s in enumerate(scores) if s < fraction}
+    if not held:
+        held = {min(range(len(names)), key=scores.__getitem__)}
+    elif len(held) == len(names):
+        held.discard(max(range(len(names)), key=scores.__getitem__))
+    return [i for i in range(len(names)) if i not in held], sorted(held)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -229,29 +333,80 @@ def batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
 
 
 def load_calibration(spec: ExportSpec, config: CalibrationConfig | None = None) -> CalibrationData:
-    """The calibration batches for ``spec``: the folder's images prepared for the encoder, or seeded noise."""
+    """The calibration batches for ``spec``: its share of the folder prepared for the encoder, or seeded noise."""
     config = config or CalibrationConfig.from_spec(spec)
-    c, h, w = spec.in_channels, spec.height, spec.width
     if config.is_random:
-        rng = np.random.default_rng(int(spec.options.get("seed", 0)))
-        images = rng.standard_normal((config.count, c, h, w)).astype(np.float32)
-        prep = {"height": h, "width": w, "in_channels": c, "seed": int(spec.options.get("seed", 0)), "batch": spec.batch}
-        return CalibrationData(inputs=batches(images, spec.batch), source=RANDOM, images=config.count, preprocessing=prep)
-
-    from segexport.arch.encoders import get_pretrained_settings
-
+        seed = int(spec.options.get("seed", 0))
+        return _random_set(spec, config.count, seed, "seeded standard normal noise")
     folder = Path(config.source)
+    names = _image_names(folder, "--calib")
+    if config.val is None:
+        names = [names[i] for i in split_images(names, config.val_fraction)[0]]
+        rule = f"the {1 - config.val_fraction:.0%} of --calib not held out (sha256 of each file's path)"
+    else:
+        rule = "all of --calib (judged on --val)"
+    chosen = evenly_spaced(names, config.count)
+    return _image_set(spec, folder, chosen, f"{rule}; {len(chosen)} of {len(names)} evenly spaced")
+
+
+def load_validation(spec: ExportSpec, config: CalibrationConfig | None = None) -> CalibrationData:
+    """The held-out batches int8 is judged on: the --val folder, or the part of --calib that calibration does not use.
+
+    With ``--calib random`` they are seeded noise from another seed than the calibration noise.
+
+    Raises:
+        InvalidInputError: an image of --val is also in the calibration set (same content).
+    """
+    config = config or CalibrationConfig.from_spec(spec)
+    if config.is_random:
+        seed = int(spec.options.get("seed", 0)) + 1
+        count = min(config.val_count, max(1, round(config.count * config.val_fraction)))
+        return _random_set(spec, count, seed, f"seeded standard normal noise (seed {seed}, not the calibration seed)")
+    if config.val is None:
+        folder = Path(config.source)
+        names = _image_names(folder, "--calib")
+        names = [names[i] for i in split_images(names, config.val_fraction)[1]]
+        rule = f"held out of --calib: sha256 of each file's path below {config.val_fraction:g}"
+    else:
+        folder = Path(config.val)
+        names = _image_names(folder, "--val")
+        rule = "--val"
+    chosen = evenly_spaced(names, config.val_count)
+    data = _image_set(spec, folder, chosen, f"{rule}; {len(chosen)} of {len(names)} evenly spaced")
+    if config.val is not None:
+        calib = load_calibration(spec, config)
+        shared = sorted(set(data.digests) & set(calib.digests))
+        if shared:
+            same = [n for n, d in zip(data.files, data.digests) if d in shared]
+            raise InvalidInputError(
+                f"--val holds {len(same)} image(s) that calibration also uses (same content), e.g. {same[0]!r}; "
+                "int8 must be judged on images it was not calibrated on."
+            )
+    return data
+
+
+def _image_names(folder: Path, flag: str) -> list[str]:
     found = list_images(folder)
     if not found:
-        raise InvalidInputError(
-            f"--calib {str(folder)!r} holds no images; allowed suffixes: {', '.join(IMAGE_SUFFIXES)}."
-        )
-    chosen = evenly_spaced(found, config.count)
+        raise InvalidInputError(f"{flag} {str(folder)!r} holds no images; allowed suffixes: {', '.join(IMAGE_SUFFIXES)}.")
+    return [p.relative_to(folder).as_posix() for p in found]
+
+
+def _random_set(spec: ExportSpec, count: int, seed: int, selection: str) -> CalibrationData:
+    c, h, w = spec.in_channels, spec.height, spec.width
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((count, c, h, w)).astype(np.float32)
+    prep = {"height": h, "width": w, "in_channels": c, "seed": seed, "batch": spec.batch}
+    return CalibrationData(inputs=batches(images, spec.batch), source=RANDOM, images=count, preprocessing=prep, selection=selection)
+
+
+def _image_set(spec: ExportSpec, folder: Path, names: Sequence[str], selection: str) -> CalibrationData:
+    from segexport.arch.encoders import get_pretrained_settings
+
+    c, h, w = spec.in_channels, spec.height, spec.width
     settings = get_pretrained_settings(spec.options["encoder"])
-    names = [p.relative_to(folder).as_posix() for p in chosen]
-    prepared = np.stack(
-        [resize(match_channels(read_image(p), c, name), h, w) for p, name in zip(chosen, names)]
-    )
+    paths = [folder / name for name in names]
+    prepared = np.stack([resize(match_channels(read_image(p), c, name), h, w) for p, name in zip(paths, names)])
     prep = {
         "resize": "bilinear, antialiased, to the export size",
         "height": h,
@@ -263,10 +418,11 @@ def load_calibration(spec: ExportSpec, config: CalibrationConfig | None = None) 
     return CalibrationData(
         inputs=batches(normalize(prepared, settings), spec.batch),
         source="images",
-        images=len(chosen),
-        files=names,
-        digests=[_sha256(p) for p in chosen],
+        images=len(names),
+        files=list(names),
+        digests=[_sha256(p) for p in paths],
         preprocessing=prep,
+        selection=selection,
     )
 
 

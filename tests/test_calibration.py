@@ -47,7 +47,11 @@ def spec_for(calib: str | Path | None, size: int = 32, batch: int = 1, in_channe
         width=size,
         output_names=("mask",),
         precision="int8",
-        options={"calib": str(calib) if calib is not None else None, "encoder": "resnet34", "seed": 0, **options},
+        # The graphs' form is what these tests check; the fallback that changes it has its own (test_int8_accuracy.py).
+        options={
+            "calib": str(calib) if calib is not None else None, "encoder": "resnet34", "seed": 0,
+            "int8_fallback": "off", "int8_speed_runs": 1, **options,
+        },  # fmt: skip
     )
 
 
@@ -174,7 +178,8 @@ def test_random_inputs_only_on_request_and_flagged():
 def test_bad_calibration_settings_are_named(photos, tmp_path, calib, options, fragment):
     (tmp_path / "empty").mkdir()
     (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
+    for name in ("x.png", "y.png"):  # two: one is held out, the other is calibrated on
+        (tmp_path / "broken" / name).write_bytes(b"not a png")
     folders = {"PHOTOS": photos, "EMPTY": tmp_path / "empty", "BROKEN": tmp_path / "broken"}
     with pytest.raises(InvalidInputError, match=fragment):
         load_calibration(spec_for(folders.get(calib, calib), **options))
@@ -309,16 +314,21 @@ def test_onnx_int8_bundle_of_a_trained_unet_agrees_with_fp32_on_photographs(phot
         target_options={"calib_count": 12},
     )
     mask = bundle.manifest["parity"]["outputs"][0]
+    record = bundle.manifest["export"]["calibration"]
     assert bundle.manifest["parity"]["passed"]
-    assert len(bundle.manifest["parity"]["input_shapes"]) == 12  # judged on every calibration photograph
+    # Judged on the photographs calibration did not use: 12 split into the two sets, recorded with their digests.
+    assert len(bundle.manifest["parity"]["input_shapes"]) == record["validation"]["images"] == 12 - record["images"]
+    assert set(record["files"]).isdisjoint(record["validation"]["files"])
+    assert record["digest"].startswith("sha256:") and record["validation"]["digest"].startswith("sha256:")
     assert mask["agreement"] >= 0.98 and mask["mean_iou"] >= 0.9
     assert {"model.onnx", "model.fp32.onnx"} <= set(bundle.manifest["sha256"])
     assert (tmp_path / "bundle.calib.json").is_file()
 
 
-def test_int8_short_of_the_agreement_threshold_says_what_to_try(tmp_path):
-    options = {"calib_count": 2, "min_agreement": 1.01}  # no int8 graph agrees on more than every pixel
-    with pytest.raises(segexport.ParityError, match="try --calib-method percentile or entropy.*or --fp16"):
+def test_int8_that_cannot_keep_its_budget_says_what_to_try(tmp_path):
+    # An unreachable budget (mean IoU 1.0 with no layer allowed back in float) on noise and random weights.
+    options = {"calib_count": 4, "int8_min_iou": 1.0, "int8_max_float_share": 0.0}
+    with pytest.raises(segexport.ParityError, match="nothing int8 worth having is left. Deploy fp16.*--calib-method percentile"):
         segexport.build(
             "linknet", "resnet18", precision="int8", calib="random", height=64, width=64, out=tmp_path / "bundle", target_options=options
         )

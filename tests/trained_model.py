@@ -5,7 +5,11 @@ random network have no structure and its "masks" are noise. Instead, tests and
 benchmarks train a model for a few seconds on a synthetic segmentation task and
 calibrate/judge int8 on real photographs (scikit-image's bundled samples, no network).
 
-The task: label each pixel dark / mid / bright by the luminance of its blurred
+Two tasks (``task=``): ``"luminance"`` (the default, below) and ``"proxy"``
+(proxy_task.py: objects cut from photographs pasted onto others, 4 classes), which
+judges int8 on boundaries and small objects.
+
+The luminance task: label each pixel dark / mid / bright by the luminance of its blurred
 neighbourhood. It needs spatial context (the blur), is learnable in tens of steps,
 and on photographs gives structured, multi-class masks whose boundaries int8 can move.
 """
@@ -101,11 +105,15 @@ def train_checkpoint(
     batch: int = 8,
     lr: float = 3e-3,
     seed: int = 0,
+    task: str = "luminance",
 ) -> dict[str, float]:
-    """Train ``arch``/``encoder`` (3 classes) on the synthetic task and save its state_dict to ``path``.
+    """Train ``arch``/``encoder`` on ``task`` and save its state_dict to ``path``.
 
+    ``task`` is ``"luminance"`` (3 classes, :func:`synthetic_images`) or ``"proxy"``
+    (:data:`proxy_task.CLASSES` classes, :func:`proxy_task.proxy_images`, train split).
     Inputs are normalized with the encoder's settings, as the calibration images are.
-    Returns the final training loss and pixel accuracy on a fresh synthetic batch.
+    Returns the final training loss and pixel accuracy on a fresh batch (for the proxy
+    task: of its validation split).
     """
     import torch
 
@@ -117,34 +125,66 @@ def train_checkpoint(
     # spin-waiting threads made training five times slower (measured on 2 shared cores).
     torch.set_num_threads(1)
     try:
-        return _train(path, arch, encoder, settings, arch_args, size, steps, batch, lr, seed)
+        return _train(path, arch, encoder, settings, arch_args, size, steps, batch, lr, seed, task)
     finally:
         torch.set_num_threads(threads)
 
 
+def task_classes(task: str) -> int:
+    """The number of classes of a training task."""
+    if task == "luminance":
+        return CLASSES
+    if task == "proxy":
+        from proxy_task import CLASSES as PROXY_CLASSES
+
+        return PROXY_CLASSES
+    raise ValueError(f"task must be 'luminance' or 'proxy'; got {task!r}")
+
+
 def _train(
-    path: Path, arch: str, encoder: str, settings: Any, arch_args: Mapping[str, Any] | None, size: int, steps: int, batch: int, lr: float, seed: int
+    path: Path,
+    arch: str,
+    encoder: str,
+    settings: Any,
+    arch_args: Mapping[str, Any] | None,
+    size: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    task: str,
 ) -> dict[str, float]:
     import torch
 
     import segexport
     from segexport.calibration.sources import normalize
 
+    classes = task_classes(task)
+    if task == "proxy":
+        from proxy_task import proxy_images
+
+        def draw(rng: np.random.Generator, n: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+            return proxy_images(rng, n, size, split)
+    else:
+
+        def draw(rng: np.random.Generator, n: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+            return synthetic_images(rng, n, size)
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = segexport.create_model(arch, encoder, encoder_weights=None, classes=CLASSES, **dict(arch_args or {}))
+    model = segexport.create_model(arch, encoder, encoder_weights=None, classes=classes, **dict(arch_args or {}))
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss = torch.tensor(0.0)
     for _ in range(steps):
-        images, labels = synthetic_images(rng, batch, size)
+        images, labels = draw(rng, batch)
         logits = model(torch.from_numpy(normalize(images, settings)))
         loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
-    images, labels = synthetic_images(rng, batch, size)
+    images, labels = draw(rng, batch, "val")
     with torch.no_grad():
         pred = model(torch.from_numpy(normalize(images, settings))).argmax(1).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,3 +209,36 @@ def cached_checkpoint(arch: str, encoder: str, arch_args: Mapping[str, Any] | No
         train_checkpoint(path, arch, encoder, arch_args=arch_args, **train)
         _CHECKPOINTS[key] = path
     return _CHECKPOINTS[key]
+
+
+_BUNDLES: dict[str, Any] = {}
+
+
+def cached_bundle(name: str, **build: Any) -> Any:
+    """``segexport.build(**build)`` once per process under ``name`` (into a temporary folder); treat it as read-only.
+
+    Tests that change a bundle copy its folder first. ``checkpoint_seed=N`` first saves
+    the randomly initialised model of seed N as the checkpoint the bundle is built from
+    (no training: for tests that need a bundle built from a checkpoint, not a good model).
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    import segexport
+
+    if name not in _BUNDLES:
+        folder = Path(tempfile.mkdtemp(prefix="segexport-bundle-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        seed = build.pop("checkpoint_seed", None)
+        if seed is not None:
+            import torch
+
+            torch.manual_seed(seed)
+            model = segexport.create_model(
+                build["arch"], build["encoder"], encoder_weights=None, classes=build.get("classes", 1), **dict(build.get("arch_args") or {})
+            )
+            build["checkpoint"] = str(folder / "weights.pth")
+            torch.save(model.state_dict(), build["checkpoint"])
+        _BUNDLES[name] = segexport.build(build.pop("arch"), build.pop("encoder"), out=folder / "bundle", **build)
+    return _BUNDLES[name]

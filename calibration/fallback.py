@@ -1,0 +1,556 @@
+"""Accuracy-budgeted mixed precision: keep the fewest int8-hostile layers in float.
+
+A Q/DQ graph is judged on the held-out images against the fp32 graph: the mask's
+class agreement and mean IoU (as the parity report computes them). When that falls
+short of the budget, each quantized layer's harm is measured as how much the mask
+logits' error shrinks when that one layer alone is kept in float (all others int8),
+and layers are put back in float in order of harm, fewest first, until the budget
+holds. A galloping then binary search over "the k most harmful" keeps the number of
+graphs judged logarithmic in the number of layers.
+
+A *layer* is a Conv, ConvTranspose, Gemm or MatMul that reads a dequantized input.
+Keeping it in float means it computes from the float weights, bias and input it had
+in the fp32 graph: the ops between it and the previous layers (ReLUs, pooling,
+concatenations, residual additions) are cloned in float for it, reading the previous
+layers' outputs before they are quantized; everything else in the graph is unchanged.
+For onnxruntime the layer runs in fp32; for TensorRT in fp16 (a Cast on each input and
+back on its output, fp16 weights), which a strongly typed engine runs as written.
+
+Nothing int8 is left worth having when the budget needs more than ``max_float_share``
+of the quantized layers' multiply-adds in float: the build then stops with an error
+that says so, rather than shipping an "int8" graph that is mostly float.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segexport.errors import ExportError, InvalidInputError, ParityError
+
+if TYPE_CHECKING:
+    from segexport.targets.base import ExportSpec
+
+#: Ops that are layers: what int8 makes fast, and what the fallback keeps in float.
+LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+#: The held-out mean IoU int8 must keep by default (agreement comes from the parity policy).
+MIN_MEAN_IOU = 0.95
+#: Past this share of the quantized multiply-adds in float, int8 is not worth shipping.
+MAX_FLOAT_SHARE = 0.5
+#: Held-out batches each layer's harm is measured on (the budget is judged on all of them).
+SENSITIVITY_BATCHES = 4
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
+_FP16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass(frozen=True)
+class Int8Budget:
+    """What int8 must keep on the held-out images.
+
+    Attributes:
+        min_agreement: least fraction of mask pixels whose class matches fp32.
+        min_mean_iou: least mean IoU between the int8 and fp32 masks (per image, then averaged).
+        mask_threshold: class boundary of a one-channel mask (None: logits, 0).
+        max_float_share: most of the quantized layers' multiply-adds the fallback may put back in float.
+    """
+
+    min_agreement: float
+    min_mean_iou: float = MIN_MEAN_IOU
+    mask_threshold: float | None = None
+    max_float_share: float = MAX_FLOAT_SHARE
+
+    @classmethod
+    def from_spec(cls, spec: ExportSpec) -> Int8Budget:
+        """The parity policy's agreement and mask threshold, plus ``int8_min_iou`` and ``int8_max_float_share``."""
+        from segexport.parity import MIN_AGREEMENT
+
+        policy = getattr(spec, "policy", None)
+        if policy is not None:
+            agreement, threshold = float(policy.min_agreement), policy.mask_threshold
+        else:  # a spec without a parity policy carries the figures in its options
+            agreement = float(spec.options.get("min_agreement", MIN_AGREEMENT["int8"]))
+            threshold = spec.options.get("mask_threshold")
+        iou = spec.options.get("int8_min_iou")
+        iou = MIN_MEAN_IOU if iou is None else iou
+        share = spec.options.get("int8_max_float_share")
+        share = MAX_FLOAT_SHARE if share is None else share
+        for flag, value in (("int8_min_iou", iou), ("int8_max_float_share", share)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise InvalidInputError(f"{flag} must be a number in [0, 1]; got {value!r}.")
+        return cls(min_agreement=agreement, min_mean_iou=float(iou), mask_threshold=threshold, max_float_share=float(share))
+
+    def describe(self) -> str:
+        return f"agreement >= {self.min_agreement:g} and mean IoU >= {self.min_mean_iou:g}"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One graph's figures on the held-out images against the fp32 graph."""
+
+    agreement: float
+    mean_iou: float
+    #: Relative squared error of the mask logits: sum((a - e)^2) / sum(e^2).
+    error: float
+
+    def holds(self, budget: Int8Budget) -> bool:
+        return self.agreement >= budget.min_agreement and self.mean_iou >= budget.min_mean_iou
+
+    def to_dict(self) -> dict[str, float]:
+        return {"agreement": self.agreement, "mean_iou": self.mean_iou, "logits_relative_error": self.error}
+
+
+class HeldOutJudge:
+    """Runs candidate graphs on the held-out inputs and compares their mask with the fp32 graph's.
+
+    Args:
+        fp32_path: the fp32 ONNX graph (its outputs are the reference).
+        inputs: the held-out batches.
+        output: the name of the mask output.
+        threshold: class boundary of a one-channel mask.
+        as_written: run Q/DQ as fake quantization (the TensorRT form), not onnxruntime's integer kernels.
+    """
+
+    def __init__(self, fp32_path: Path, inputs: Sequence[np.ndarray], output: str, threshold: float | None, as_written: bool) -> None:
+        self.inputs = list(inputs)
+        self.output = output
+        self.threshold = threshold
+        self.as_written = as_written
+        self.reference = self.run(Path(fp32_path).read_bytes(), self.inputs, as_written=False)
+        self.graphs_judged = 0
+
+    def run(self, model: bytes, inputs: Sequence[np.ndarray], *, as_written: bool | None = None) -> list[np.ndarray]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.as_written if as_written is None else as_written:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return [session.run([self.output], {name: x})[0] for x in inputs]
+
+    def judge(self, proto: Any) -> Judgement:
+        """Agreement, mean IoU and logits error of ``proto`` over every held-out batch."""
+        from segexport.parity import class_agreement, mean_iou
+
+        actual = self.run(proto.SerializeToString(), self.inputs)
+        self.graphs_judged += 1
+        weights = [e.size for e in self.reference]
+        agreement = float(np.average([class_agreement(a, e, self.threshold) for a, e in zip(actual, self.reference)], weights=weights))
+        iou = float(np.mean([mean_iou(a, e, self.threshold) for a, e in zip(actual, self.reference)]))
+        return Judgement(agreement=agreement, mean_iou=iou, error=_relative_error(actual, self.reference))
+
+    def error(self, proto: Any, batches: int) -> float:
+        """The mask logits' relative error of ``proto`` on the first ``batches`` held-out batches."""
+        actual = self.run(proto.SerializeToString(), self.inputs[:batches])
+        self.graphs_judged += 1
+        return _relative_error(actual, self.reference[:batches])
+
+
+def _relative_error(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> float:
+    num = sum(float(np.sum((a.astype(np.float64) - e) ** 2)) for a, e in zip(actual, expected))
+    den = sum(float(np.sum(e.astype(np.float64) ** 2)) for e in expected)
+    return num / den if den > 0 else num
+
+
+def quantized_layers(proto: Any) -> list[str]:
+    """Names of the layers (see :data:`LAYER_OPS`) that read a dequantized input, in graph order."""
+    dq_outputs = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+    names = [n.name for n in proto.graph.node if n.op_type in LAYER_OPS and any(i in dq_outputs for i in n.input)]
+    if len(set(names)) != len(names):
+        raise ExportError("The Q/DQ graph has layers without unique node names; the fallback needs them to name layers.")
+    return names
+
+
+def layer_macs(fp32: Any, input_shape: Sequence[int], names: Sequence[str]) -> dict[str, float]:
+    """Multiply-adds of each named layer at ``input_shape`` (shape inference on a static copy of the fp32 graph).
+
+    A layer whose output shape cannot be inferred counts its weight's size once per output
+    pixel it could have, i.e. its weight's element count: a lower bound, never zero.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    static = onnx.ModelProto()
+    static.CopyFrom(fp32)
+    dims = static.graph.input[0].type.tensor_type.shape.dim
+    for d, size in zip(dims, input_shape):
+        d.Clear()
+        d.dim_value = int(size)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(static, data_prop=True)
+    except Exception:  # noqa: BLE001 - shape inference raises several types; fall back to weight sizes
+        inferred = static
+    shapes: dict[str, list[int]] = {}
+    for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
+        t = v.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            shapes[v.name] = [d.dim_value for d in t.shape.dim]
+    inits = {t.name: t for t in fp32.graph.initializer}
+    for name, t in inits.items():
+        shapes[name] = list(t.dims)
+    nodes = {n.name: n for n in fp32.graph.node}
+    macs: dict[str, float] = {}
+    for name in names:
+        node = nodes.get(name)
+        if node is None:
+            macs[name] = 1.0
+            continue
+        out = shapes.get(node.output[0])
+        weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        a = shapes.get(node.input[0])
+        if node.op_type == "Conv" and out and weight:
+            value = float(np.prod(out)) * float(np.prod(weight[1:]))
+        elif node.op_type == "ConvTranspose" and a and weight:
+            value = float(np.prod(a)) * float(np.prod(weight[1:]))
+        elif node.op_type in ("Gemm", "MatMul") and out and a:
+            trans_a = any(att.name == "transA" and att.i for att in node.attribute)
+            k = a[0] if trans_a and len(a) == 2 else a[-1]
+            value = float(np.prod(out)) * float(k)
+        elif node.input[1] in inits:
+            value = float(numpy_helper.to_array(inits[node.input[1]]).size)
+        else:
+            value = 1.0
+        macs[name] = max(value, 1.0)
+    return macs
+
+
+def keep_in_float(proto: Any, fp32: Any, names: Sequence[str], *, half: bool = False) -> Any:
+    """A copy of the Q/DQ graph ``proto`` in which the layers ``names`` compute in float (see the module docstring).
+
+    Args:
+        proto: the Q/DQ graph.
+        fp32: the fp32 graph it was quantized from (same node and tensor names).
+        names: layer node names.
+        half: run the kept layers in fp16 (the TensorRT form) instead of fp32.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    graph = out.graph
+    fp32_nodes = {n.name: n for n in fp32.graph.node}
+    fp32_producer = {o: n for n in fp32.graph.node for o in n.output}
+    fp32_inits = {t.name: t for t in fp32.graph.initializer}
+    graph_inputs = {i.name for i in graph.input}
+    inits = {t.name for t in graph.initializer}
+    produced = {o for n in graph.node for o in n.output}
+    taken = set(produced) | inits | graph_inputs
+    clones: dict[str, str] = {}
+    added: list[Any] = []
+
+    def fresh(name: str) -> str:
+        candidate, k = name, 1
+        while candidate in taken:
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate)
+        return candidate
+
+    def float_value(name: str) -> str:
+        """The name of a tensor holding fp32 tensor ``name`` as a float layer should read it."""
+        if not name or name in graph_inputs:
+            return name
+        if name in clones:
+            return clones[name]
+        if name in fp32_inits:
+            if name in inits:
+                return name
+            copy = TensorProto()
+            copy.CopyFrom(fp32_inits[name])
+            # The quantizer may have given a DequantizeLinear output the float weight's name (int32 bias).
+            copy.name = fresh(f"{name}_float") if name in produced else name
+            taken.add(copy.name)
+            graph.initializer.append(copy)
+            inits.add(copy.name)
+            clones[name] = copy.name
+            return copy.name
+        node = fp32_producer.get(name)
+        if node is None:
+            raise ExportError(f"Cannot keep a layer in float: its input {name!r} is not in the fp32 graph.")
+        if node.op_type in LAYER_OPS and name in produced:
+            return name  # a layer's own output, before its quantizer: what a float consumer reads
+        clone = onnx.NodeProto()
+        clone.CopyFrom(node)
+        clone.name = fresh(f"{node.name}_float")
+        for k, i in enumerate(node.input):
+            clone.input[k] = float_value(i)
+        for k, o in enumerate(node.output):
+            if o:
+                clones[o] = clone.output[k] = fresh(f"{o}_float")
+        added.append(clone)
+        return clones[name]
+
+    wanted = set(names)
+    missing = sorted(wanted - {n.name for n in graph.node})
+    if missing:
+        raise ExportError(f"Cannot keep {missing[0]!r} in float: no such node in the Q/DQ graph.")
+    rebuilt = []
+    for node in graph.node:
+        if node.name not in wanted:
+            rebuilt.append(node)
+            continue
+        source = fp32_nodes[node.name]
+        layer = onnx.NodeProto()
+        layer.CopyFrom(node)
+        for k, i in enumerate(source.input):
+            layer.input[k] = float_value(i)
+        rebuilt.extend(added)
+        added.clear()
+        if half and _fits_fp16(layer, graph):
+            rebuilt.extend(_to_half(layer, graph, fresh, helper, numpy_helper, TensorProto))
+        else:
+            rebuilt.append(layer)
+    copies = []
+    for n in rebuilt:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(n)
+        copies.append(copy)
+    del graph.node[:]
+    graph.node.extend(_topological(copies, graph_inputs | inits))
+    _prune(graph)
+    return out
+
+
+def _fits_fp16(layer: Any, graph: Any) -> bool:
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    for i in layer.input:
+        if i in inits:
+            arr = numpy_helper.to_array(inits[i])
+            if arr.dtype == np.float32 and arr.size and float(np.abs(arr).max()) > _FP16_MAX:
+                return False
+    return True
+
+
+def _to_half(layer: Any, graph: Any, fresh: Callable[[str], str], helper: Any, numpy_helper: Any, TensorProto: Any) -> list[Any]:
+    """``layer`` in fp16: Casts on its activation inputs, fp16 copies of its weights, a Cast back on each output."""
+    inits = {t.name: t for t in graph.initializer}
+    before: list[Any] = []
+    for k, name in enumerate(layer.input):
+        if not name:
+            continue
+        half_name = fresh(f"{name}_fp16")
+        if name in inits:
+            arr = numpy_helper.to_array(inits[name])
+            if arr.dtype != np.float32:
+                continue
+            graph.initializer.append(numpy_helper.from_array(arr.astype(np.float16), half_name))
+        else:
+            before.append(helper.make_node("Cast", [name], [half_name], to=TensorProto.FLOAT16, name=fresh(f"{half_name}_cast")))
+        layer.input[k] = half_name
+    after: list[Any] = []
+    for k, name in enumerate(layer.output):
+        half_name = fresh(f"{name}_fp16")
+        layer.output[k] = half_name
+        after.append(helper.make_node("Cast", [half_name], [name], to=TensorProto.FLOAT, name=fresh(f"{name}_to_fp32")))
+    return [*before, layer, *after]
+
+
+def _topological(nodes: list[Any], available: set[str]) -> list[Any]:
+    """``nodes`` in an order where each runs after its inputs' producers; stable where the order was already right."""
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+    order: list[Any] = []
+    state = [0] * len(nodes)  # 0 new, 1 in progress, 2 placed
+    for start in range(len(nodes)):
+        stack = [(start, False)]
+        while stack:
+            k, expanded = stack.pop()
+            if state[k] == 2:
+                continue
+            if expanded:
+                state[k] = 2
+                order.append(nodes[k])
+                continue
+            if state[k] == 1:
+                raise ExportError("The graph has a cycle after keeping layers in float.")
+            state[k] = 1
+            stack.append((k, True))
+            for i in reversed(nodes[k].input):
+                p = producer.get(i)
+                if i and i not in available and p is not None and state[p] != 2:
+                    stack.append((p, False))
+    return order
+
+
+def _prune(graph: Any) -> None:
+    """Drop Q/DQ nodes nothing reads any more, then initializers nothing reads."""
+    import onnx
+
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        keep = [n for n in graph.node if n.op_type not in _QDQ or any(o in used for o in n.output)]
+        if len(keep) == len(graph.node):
+            break
+        copies = []
+        for n in keep:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(n)
+            copies.append(copy)
+        del graph.node[:]
+        graph.node.extend(copies)
+    used = {i for n in graph.node for i in n.input} | outputs
+    if any(t.name not in used for t in graph.initializer):
+        kept = []
+        for t in graph.initializer:
+            if t.name in used:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(t)
+                kept.append(copy)
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+
+
+@dataclass
+class FallbackResult:
+    """What the fallback chose and why: the graph, the layers kept in float, and the figures."""
+
+    proto: Any
+    kept_in_float: list[dict[str, Any]]
+    quantized_layers: int
+    float_share: float
+    before: Judgement
+    after: Judgement
+    graphs_judged: int
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+
+
+def keep_fewest_in_float(
+    proto: Any,
+    fp32: Any,
+    judge: HeldOutJudge,
+    budget: Int8Budget,
+    *,
+    half: bool,
+    before: Judgement | None = None,
+    sensitivity_batches: int = SENSITIVITY_BATCHES,
+) -> FallbackResult:
+    """Keep the fewest, most harmful layers of ``proto`` in float so that ``budget`` holds on the held-out set.
+
+    Args:
+        proto: the Q/DQ graph that falls short.
+        fp32: its fp32 graph.
+        judge: the held-out judge.
+        budget: what must hold.
+        half: kept layers run in fp16 (TensorRT) rather than fp32 (onnxruntime).
+        before: ``proto``'s judgement, when already known.
+        sensitivity_batches: held-out batches each layer's harm is measured on.
+
+    Raises:
+        ParityError: the budget needs more than ``budget.max_float_share`` of the multiply-adds in float.
+    """
+    before = before or judge.judge(proto)
+    layers = quantized_layers(proto)
+    if not layers:
+        raise ParityError(f"int8 misses {budget.describe()} on the held-out images and has no quantized layer to keep in float.")
+    macs = layer_macs(fp32, judge.inputs[0].shape, layers)
+    total = sum(macs.values())
+    if min(macs.values()) / total > budget.max_float_share:
+        raise ParityError(_out_of_budget(budget, judge, 0, len(layers), before))
+    base = judge.error(proto, sensitivity_batches)
+    harm = {}
+    for name in layers:
+        harm[name] = base - judge.error(keep_in_float(proto, fp32, [name], half=half), sensitivity_batches)
+    order = sorted(layers, key=lambda n: -harm[n])  # stable: graph order among equals
+    share = np.cumsum([macs[n] for n in order]) / total
+    cap = int(np.searchsorted(share, budget.max_float_share, side="right"))  # most layers allowed in float
+    tried: dict[int, tuple[Judgement, Any]] = {}
+
+    def holds(k: int) -> bool:
+        candidate = keep_in_float(proto, fp32, order[:k], half=half)
+        tried[k] = (judge.judge(candidate), candidate)
+        return tried[k][0].holds(budget)
+
+    low, high, k = 0, None, 1
+    while k <= cap:
+        if holds(k):
+            high = k
+            break
+        low, k = k, k * 2
+    if high is None and cap > low and holds(cap):
+        high = cap
+    if high is None:
+        best = max(tried.items(), key=lambda kv: (kv[1][0].agreement, kv[1][0].mean_iou), default=(0, (before, None)))
+        raise ParityError(_out_of_budget(budget, judge, best[0], len(layers), best[1][0]))
+    while high - low > 1:
+        mid = (low + high) // 2
+        if holds(mid):
+            high = mid
+        else:
+            low = mid
+    after, graph = tried[high]
+    kept = [
+        {"node": n, "op": _op(proto, n), "float": "fp16" if half else "fp32", "harm": harm[n], "macs_share": macs[n] / total}
+        for n in order[:high]
+    ]
+    ranked = [{"node": n, "harm": harm[n]} for n in order[: max(high, 10)]]
+    return FallbackResult(
+        proto=graph,
+        kept_in_float=kept,
+        quantized_layers=len(layers),
+        float_share=float(share[high - 1]),
+        before=before,
+        after=after,
+        graphs_judged=judge.graphs_judged,
+        sensitivity=ranked,
+    )
+
+
+def _out_of_budget(budget: Int8Budget, judge: HeldOutJudge, kept: int, layers: int, best: Judgement) -> str:
+    return (
+        f"int8 cannot keep {budget.describe()} on the {sum(len(x) for x in judge.inputs)} held-out images "
+        f"unless more than {budget.max_float_share:.0%} of its multiply-adds stay in float "
+        f"(best with {kept} of {layers} layers in float: agreement {best.agreement:.4f}, mean IoU {best.mean_iou:.4f}); "
+        "nothing int8 worth having is left. Deploy fp16 (--target trt --fp16) or fp32, or calibrate on more images "
+        "of the deployment domain (--calib-method percentile or entropy)."
+    )
+
+
+def _op(proto: Any, name: str) -> str:
+    return next(n.op_type for n in proto.graph.node if n.name == name)
+
+
+def measure_speedup(fp32_path: Path, int8_path: Path, x: np.ndarray, runs: int = 5, threads: int | None = None) -> dict[str, Any]:
+    """Median latency of the int8 and fp32 graphs in onnxruntime on ``x``, timed in alternating rounds.
+
+    Both sessions use onnxruntime's full optimizations (its integer kernels for the
+    int8 graph), as a deployment would; the ratio is computed within the one run.
+    """
+    import onnxruntime as ort
+
+    def session(path: Path) -> Callable[[], Any]:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {s.get_inputs()[0].name: x}
+        return lambda: s.run(None, feed)
+
+    calls = {"fp32": session(fp32_path), "int8": session(int8_path)}
+    for call in calls.values():
+        call()  # first runs allocate and pick kernels
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(runs):
+        for name in list(calls)[:: 1 if r % 2 == 0 else -1]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    fp32_ms, int8_ms = (statistics.median(times[n]) * 1e3 for n in ("fp32", "int8"))
+    return {
+        "measured_with": f"onnxruntime {ort.__version__} CPU, full optimizations",
+        "input_shape": list(x.shape),
+        "runs": runs,
+        "threads": threads or "onnxruntime default",
+        "fp32_ms": fp32_ms,
+        "int8_ms": int8_ms,
+        "speedup_vs_fp32": fp32_ms / int8_ms,
+    }

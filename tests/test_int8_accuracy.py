@@ -1,0 +1,237 @@
+"""int8 judged on images calibration did not see, and kept accurate by keeping the fewest hostile layers in float.
+
+The split of a calibration folder is a fixed function of each file's name; the fallback
+is checked on a graph with one layer known to be int8-hostile (its input has one channel
+of ~5000 beside channels of ~2, so one 8-bit scale over that tensor erases the others),
+in both Q/DQ forms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from segexport.calibration import calibration_inputs, validation_inputs
+from segexport.calibration.fallback import keep_in_float, quantized_layers
+from segexport.calibration.quantize import check_tensorrt_qdq, quantize_onnx
+from segexport.calibration.sources import CalibrationConfig, held_out_score, load_calibration, load_validation, split_images
+from segexport.errors import InvalidInputError, ParityError
+from segexport.targets import ExportSpec
+
+SIZE = 32
+#: The node of the int8-hostile layer in :func:`hostile_graph`.
+HOSTILE = "b"
+
+
+def spec_for(calib: Path | str, **options: object) -> ExportSpec:
+    return ExportSpec(
+        batch=1,
+        in_channels=3,
+        height=SIZE,
+        width=SIZE,
+        output_names=("mask",),
+        precision="int8",
+        options={"calib": str(calib), "encoder": "resnet34", "seed": 0, "int8_speed_runs": 1, **options},
+    )
+
+
+def write_two_level_images(folder: Path, count: int = 12, seed: int = 0) -> Path:
+    """Grey images of dark ground and bright rectangles: every pixel's class has a wide margin except at edges."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        img = np.full((SIZE, SIZE), 0.15)
+        for _ in range(3):
+            y, x = rng.integers(0, SIZE - 8, 2)
+            h, w = rng.integers(6, 16, 2)
+            img[y : y + h, x : x + w] = 0.85
+        Image.fromarray((np.repeat(img[:, :, None], 3, axis=2) * 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
+    return folder
+
+
+def hostile_graph(path: Path) -> Path:
+    """Conv a → ReLU → Conv b (1x1) → ReLU → Conv head: bright pixels are class 1.
+
+    a's channel 0 is a constant 5000 that b ignores (zero weights), so the float graph
+    never feels it; quantizing b's input with one scale over 0..5000 rounds the other
+    channels (0..2) to zero. Only b is int8-hostile: a's input and the head's are ordinary.
+    """
+    gains = np.linspace(0.5, 1.5, 7, dtype=np.float32)
+    a_w = np.zeros((8, 3, 3, 3), np.float32)
+    a_w[1:] = gains[:, None, None, None] / 27.0
+    a_b = np.zeros(8, np.float32)
+    a_b[0] = 5000.0
+    b_w = np.zeros((8, 8, 1, 1), np.float32)
+    for c in range(1, 8):
+        b_w[c, c] = 1.0
+    head_w = np.zeros((2, 8, 1, 1), np.float32)
+    head_w[1, 1:] = 1.0
+    head_b = np.array([0.0, -0.9 * gains.sum()], np.float32)
+    inits = [numpy_helper.from_array(v, k) for k, v in {"a.w": a_w, "a.b": a_b, "b.w": b_w, "head.w": head_w, "head.b": head_b}.items()]
+    nodes = [
+        helper.make_node("Conv", ["input", "a.w", "a.b"], ["a_out"], name="a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a_out"], ["a_relu"], name="a_relu"),
+        helper.make_node("Conv", ["a_relu", "b.w"], ["b_out"], name=HOSTILE),
+        helper.make_node("Relu", ["b_out"], ["b_relu"], name="b_relu"),
+        helper.make_node("Conv", ["b_relu", "head.w", "head.b"], ["mask"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hostile",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, SIZE, SIZE])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_two_level_images(tmp_path_factory.mktemp("two-level"))
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return hostile_graph(tmp_path_factory.mktemp("hostile") / "model.onnx")
+
+
+# --------------------------------------------------------------------------- the split
+
+
+NAMES = [f"img{i:03d}.png" for i in range(40)]
+
+
+def test_the_split_is_disjoint_covers_every_image_and_holds_out_about_the_fraction():
+    calib, held = split_images(NAMES, 0.25)
+    assert set(calib).isdisjoint(held) and sorted(calib + held) == list(range(len(NAMES)))
+    assert 4 <= len(held) <= 16  # 40 names at 25%: ten expected
+    assert held == [i for i, n in enumerate(NAMES) if held_out_score(n) < 0.25]
+
+
+def test_the_split_depends_on_each_name_not_on_the_order_or_the_other_files():
+    _, held = split_images(NAMES, 0.25)
+    held_names = {NAMES[i] for i in held}
+    shuffled = list(reversed(NAMES))
+    assert {shuffled[i] for i in split_images(shuffled, 0.25)[1]} == held_names
+    more = [*NAMES, "new1.png", "new2.png"]
+    assert {more[i] for i in split_images(more, 0.25)[1]} - {"new1.png", "new2.png"} == held_names
+
+
+@pytest.mark.parametrize("names", [["a.png", "b.png"], ["x.png", "y.png", "z.png"]], ids=["two", "three"])
+def test_small_folders_keep_an_image_on_each_side(names):
+    for fraction in (0.01, 0.99):
+        calib, held = split_images(names, fraction)
+        assert calib and held and set(calib).isdisjoint(held)
+
+
+def test_one_image_cannot_be_split():
+    with pytest.raises(InvalidInputError, match="at least 2 calibration images; the folder has 1.*--val DIR"):
+        split_images(["only.png"])
+
+
+def test_the_same_folder_gives_the_same_disjoint_sets(images):
+    spec = spec_for(images)
+    calib, held = load_calibration(spec), load_validation(spec)
+    assert set(calib.files).isdisjoint(held.files) and len(calib.files) + len(held.files) == 12
+    again = load_validation(spec)
+    assert again.files == held.files and again.digest == held.digest
+    assert all(np.array_equal(a, b) for a, b in zip(validation_inputs(spec), held.inputs))
+    assert len(calibration_inputs(spec)) == calib.images
+    record = held.describe()
+    assert record["images"] == len(held.files) and record["digest"] == f"sha256:{held.digest}"
+    assert calib.describe()["digest"] != record["digest"]
+
+
+def test_val_folder_is_the_held_out_set_and_calibration_uses_all_of_calib(images, tmp_path):
+    val = write_two_level_images(tmp_path / "val", count=3, seed=7)
+    spec = spec_for(images, val=str(val))
+    assert load_validation(spec).files == ["img00.png", "img01.png", "img02.png"]
+    assert load_calibration(spec).images == 12
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"val": "/no/such/folder"}, "--val '/no/such/folder' is not a folder of images"),
+        ({"val": "CALIB"}, "is the --calib folder"),
+        ({"val": "COPY"}, "calibration also uses \\(same content\\)"),
+        ({"val_fraction": 1.0}, "val_fraction must be a number in \\(0, 1\\)"),
+        ({"int8_fallback": "maybe"}, "--int8-fallback must be one of on, off"),
+        ({"int8_min_iou": 2}, "int8_min_iou must be a number in \\[0, 1\\]"),
+    ],
+)
+def test_bad_held_out_settings_are_named(images, tmp_path, options, fragment):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "same.png").write_bytes((images / "img03.png").read_bytes())
+    folders = {"CALIB": str(images), "COPY": str(copy)}
+    options = {k: folders.get(v, v) if isinstance(v, str) else v for k, v in options.items()}
+    with pytest.raises(InvalidInputError, match=fragment):
+        quantize_onnx(Path("unused.onnx"), tmp_path / "q.onnx", spec_for(images, **options))
+
+
+def test_random_calibration_is_judged_on_other_noise():
+    spec = spec_for("random", calib_count=8)
+    calib, held = load_calibration(spec), load_validation(spec)
+    assert held.images == 2 and not any(np.array_equal(h, c) for h in held.inputs for c in calib.inputs)
+    assert CalibrationConfig.from_spec(spec).val is None
+
+
+# --------------------------------------------------------------------------- the fallback
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tensorrt"])
+def test_without_the_fallback_the_hostile_layer_ruins_the_held_out_mask(hostile, images, tmp_path, runtime):
+    info = quantize_onnx(hostile, tmp_path / "q.onnx", spec_for(images, int8_fallback="off"), runtime=runtime)
+    assert info["fallback"] == {**info["fallback"], "mode": "off", "needed": False, "kept_in_float": []}
+    assert info["validation"]["result"]["agreement"] < 0.9
+
+
+@pytest.mark.parametrize(("runtime", "float_type"), [("onnxruntime", "fp32"), ("tensorrt", "fp16")])
+def test_the_fallback_keeps_exactly_the_hostile_layer_in_float(hostile, images, tmp_path, runtime, float_type):
+    out = tmp_path / "q.onnx"
+    info = quantize_onnx(hostile, out, spec_for(images), runtime=runtime)
+    fallback = info["fallback"]
+    assert [(k["node"], k["float"]) for k in fallback["kept_in_float"]] == [(HOSTILE, float_type)]
+    assert fallback["needed"] and fallback["quantized_layers"] == 3
+    assert info["validation"]["before_fallback"]["agreement"] < 0.9
+    assert info["validation"]["result"]["agreement"] >= 0.98 and info["validation"]["result"]["mean_iou"] >= 0.95
+    model = onnx.load(str(out))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    layer = next(n for n in model.graph.node if n.name == HOSTILE)
+    assert all(producers[i].op_type != "DequantizeLinear" for i in layer.input if i in producers)  # reads no int8
+    assert {n.name for n in model.graph.node if n.op_type in ("Conv",)} >= {"a", "head"}
+    assert set(quantized_layers(model)) == {"a", "head"}  # the others stay int8
+    if runtime == "tensorrt":
+        check_tensorrt_qdq(model)
+        assert producers[layer.input[0]].op_type == "Cast"  # fp16 island
+    assert info["speed"]["speedup_vs_fp32"] > 0 if runtime == "onnxruntime" else info["speed"]["measured"] is False
+
+
+def test_the_fallback_stops_when_nothing_int8_worth_having_is_left(hostile, images, tmp_path):
+    with pytest.raises(ParityError, match="unless more than 10% of its multiply-adds stay in float.*nothing int8 worth having"):
+        quantize_onnx(hostile, tmp_path / "q.onnx", spec_for(images, int8_max_float_share=0.1))
+
+
+def test_a_layer_kept_in_float_computes_from_the_unquantized_output_of_the_layer_before(hostile, images, tmp_path):
+    import onnxruntime as ort
+
+    spec = spec_for(images, int8_fallback="off")
+    quantize_onnx(hostile, tmp_path / "q.onnx", spec)
+    qdq, fp32 = onnx.load(str(tmp_path / "q.onnx")), onnx.load(str(hostile))
+    mixed = keep_in_float(qdq, fp32, [HOSTILE])
+    for name in ("a_out", "b_out"):
+        mixed.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    session = ort.InferenceSession(mixed.SerializeToString(), providers=["CPUExecutionProvider"])
+    a_out, b_out = session.run(["a_out", "b_out"], {"input": validation_inputs(spec)[0]})
+    weights = numpy_helper.to_array(next(t for t in fp32.graph.initializer if t.name == "b.w"))[:, :, 0, 0]
+    np.testing.assert_allclose(b_out, np.einsum("oc,nchw->nohw", weights, np.maximum(a_out, 0)), rtol=1e-5, atol=1e-4)
