@@ -24,19 +24,20 @@ import typer
 from cases import TINY
 from typer.testing import CliRunner
 
+from segexport.cli.matrix import matrix
 from segexport.errors import ExportError, InvalidInputError, ParityError
 from segexport.matrix import (
     Cell,
+    CellJob,
     CellResult,
     MatrixConfig,
-    _CellRunner,
     calib_fingerprint,
     cell_key,
     cell_text,
     default_jobs,
-    matrix,
     parse_arch_args,
     run_cell,
+    run_cells,
     run_matrix,
     schedule_order,
     split_names,
@@ -282,8 +283,9 @@ def test_bad_checkpoints_folder_is_refused_before_any_work(tmp_path, files, frag
 # --------------------------------------------------------------------------- planning and formatting, no workers
 
 
-def test_import_leaves_torch_out_so_help_stays_fast():
-    code = "import sys, segexport.matrix; print([m for m in ('torch', 'onnx', 'onnxruntime', 'numpy') if m in sys.modules])"
+def test_import_leaves_torch_ray_and_the_cli_out_so_help_stays_fast():
+    heavy = "('torch', 'onnx', 'onnxruntime', 'numpy', 'ray', 'typer', 'segexport.cli')"
+    code = f"import sys, segexport.matrix; print([m for m in {heavy} if m in sys.modules])"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
@@ -315,33 +317,44 @@ def _raise(exc):
 )
 def test_build_outcome_maps_to_cell_status(tmp_path, monkeypatch, fake_build, status, reason):
     monkeypatch.setattr("segexport.pipeline.run_build", fake_build)
-    payload = {"cell": {"arch": "unet", "encoder": "resnet18", "target": "onnx", "precision": "fp16"}, "height": 64, "width": 64,
-               "calib": None, "arch_args": TINY["unet"], "threads": 1, "iters": 0, "bundle_dir": str(tmp_path / "b")}
-    result = run_cell(payload)
-    assert (result["status"], result["reason"], result["stage"]) == (status, reason, "build")
-    assert (result.get("parity") == REPORT) == (status == "fail")
+    job = CellJob(Cell("unet", "resnet18", "onnx", "fp16"), height=64, width=64, classes=1, arch_args=TINY["unet"], calib=None,
+                  checkpoint=None, plugins=(), threads=1, iters=0, bundle_dir=str(tmp_path / "b"))
+    result = run_cell(job)
+    assert (result.status, result.reason, result.stage) == (status, reason, "build")
+    assert (result.parity == REPORT) == (status == "fail")
 
 
-def test_refused_encoder_answers_its_whole_row_without_more_workers(tmp_path, monkeypatch):
-    cells = [Cell(a, "resnet18", "onnx", p) for a in ("picky", "unet") for p in ("fp32", "int8")]
-    started: list[Cell] = []
+class FakeExecutor:
+    """One cell at a time; the picky row's model refuses its encoder, everything else errors."""
+
+    jobs, threads = 1, 1
+
+    def __init__(self):
+        self.started: list[Cell] = []
+        self.running: list[Cell] = []
+
+    def fits(self, cell):
+        return not self.running
+
+    def busy(self):
+        return len(self.running)
 
     def start(self, cell):
-        started.append(cell)
-        return cell
+        self.started.append(cell)
+        self.running.append(cell)
 
-    def check(self, cell):
-        if cell.arch == "picky":
-            return CellResult(cell, "n/a", "Picky takes mit_b0 only", stage="model")
-        return CellResult(cell, "error", "boom", stage="build")
+    def poll(self):
+        done, self.running = self.running, []
+        return [CellResult(c, "n/a", "Picky takes mit_b0 only", stage="model") if c.arch == "picky"
+                else CellResult(c, "error", "boom", stage="build") for c in done]
 
-    monkeypatch.setattr(_CellRunner, "_start", start)
-    monkeypatch.setattr(_CellRunner, "_check", check)
-    monkeypatch.setattr("segexport.matrix._POLL_S", 0.0)
-    runner = _CellRunner(MatrixConfig(), tmp_path, tmp_path, 1, 1, {}, {c: c.id for c in cells}, lambda _m: None, total=4)
+
+def test_refused_encoder_answers_its_whole_row_without_more_workers():
+    cells = [Cell(a, "resnet18", "onnx", p) for a in ("picky", "unet") for p in ("fp32", "int8")]
+    executor = FakeExecutor()
     results: dict[Cell, CellResult] = {}
-    runner.run(schedule_order(cells), results, on_change=lambda: None)
-    assert [c.label() for c in started] == ["picky/resnet18 onnx fp32", "unet/resnet18 onnx fp32", "unet/resnet18 onnx int8"]
+    run_cells(schedule_order(cells), executor, results, lambda r: results.__setitem__(r.cell, r), lambda _m: None)
+    assert [c.label() for c in executor.started] == ["picky/resnet18 onnx fp32", "unet/resnet18 onnx fp32", "unet/resnet18 onnx int8"]
     int8 = results[cells[1]]
     assert (int8.status, int8.reason, int8.decided_by) == ("n/a", "Picky takes mit_b0 only", "picky-resnet18-onnx-fp32")
 
