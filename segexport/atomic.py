@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes | memoryview) -> None:
     """Write ``data`` to a sibling temporary file, then rename it over ``path``.
 
     The temporary name carries the process and thread, so concurrent writers never share
