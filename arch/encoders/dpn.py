@@ -35,7 +35,9 @@ def _merge(x: torch.Tensor | DualPath) -> torch.Tensor:
 class BnActConv2d(nn.Module):
     """Pre-activation convolution: BatchNorm, ReLU, then a bias-free conv."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, padding: int = 0, groups: int = 1) -> None:
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, padding: int = 0, groups: int = 1
+    ) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(in_chs, eps=BN_EPS)
         self.act = nn.ReLU(inplace=True)
@@ -79,7 +81,9 @@ class DualPathBlock(nn.Module):
     With ``b`` (dpn68b) the last 1x1 conv is two convs after a shared BN-ReLU.
     """
 
-    def __init__(self, in_chs: int, width: int, num_1x1_c: int, inc: int, groups: int, kind: str = "normal", b: bool = False) -> None:
+    def __init__(
+        self, in_chs: int, width: int, num_1x1_c: int, inc: int, groups: int, kind: str = "normal", b: bool = False
+    ) -> None:
         super().__init__()
         self.num_1x1_c = num_1x1_c
         self.b = b

@@ -22,7 +22,9 @@ CONFIGS: dict[str, tuple[int | str, ...]] = {
     "vgg11": (64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL),
     "vgg13": (64, 64, POOL, 128, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL),
     "vgg16": (64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL, 512, 512, 512, POOL),
-    "vgg19": (64, 64, POOL, 128, 128, POOL, 256, 256, 256, 256, POOL, 512, 512, 512, 512, POOL, 512, 512, 512, 512, POOL),
+    "vgg19": (
+        64, 64, POOL, 128, 128, POOL, 256, 256, 256, 256, POOL, 512, 512, 512, 512, POOL, 512, 512, 512, 512, POOL
+    ),
 }
 
 
@@ -37,7 +39,8 @@ def make_vgg_features(config: Sequence[int | str], batch_norm: bool) -> nn.Seque
         conv = nn.Conv2d(in_channels, int(item), kernel_size=3, padding=1)
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(conv.bias)
-        layers += [conv, nn.BatchNorm2d(int(item)), nn.ReLU(inplace=True)] if batch_norm else [conv, nn.ReLU(inplace=True)]
+        layers += [conv, nn.BatchNorm2d(int(item))] if batch_norm else [conv]
+        layers.append(nn.ReLU(inplace=True))
         in_channels = int(item)
     return nn.Sequential(*layers)
 
@@ -54,7 +57,9 @@ class VGGEncoder(nn.Module, EncoderMixin):
     #: Downsampling is done by max pools, which cannot be traded for dilation.
     supported_output_strides = (32,)
 
-    def __init__(self, out_channels: Sequence[int], config: Sequence[int | str], batch_norm: bool = False, depth: int = 5) -> None:
+    def __init__(
+        self, out_channels: Sequence[int], config: Sequence[int | str], batch_norm: bool = False, depth: int = 5
+    ) -> None:
         super().__init__()
         self._depth = depth
         self._in_channels = 3
@@ -101,7 +106,8 @@ _REVISIONS = {
 def _entry(name: str) -> EncoderEntry:
     base = name.removesuffix("_bn")
     params = {"out_channels": list(_CHANNELS), "config": CONFIGS[base], "batch_norm": name.endswith("_bn")}
-    return EncoderEntry(VGGEncoder, params, {"imagenet": imagenet(repo_id=f"smp-hub/{name}.imagenet", revision=_REVISIONS[name])})
+    settings = imagenet(repo_id=f"smp-hub/{name}.imagenet", revision=_REVISIONS[name])
+    return EncoderEntry(VGGEncoder, params, {"imagenet": settings})
 
 
 vgg_encoders: dict[str, EncoderEntry] = {name: _entry(name) for name in _REVISIONS}
