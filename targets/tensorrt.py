@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from segexport.atomic import write_atomic
 from segexport.errors import ExportError, InvalidInputError
 from segexport.parity import ParityReport
 
@@ -307,7 +307,7 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: BuildSettings, tr
         raise ExportError(f"{module_version(trt)} could not build an engine from {onnx_path.name}: {_one_line(detail)}")
     engine_path.write_bytes(memoryview(serialized))
     if cache is not None and settings.timing_cache is not None:
-        _write_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
+        write_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
     return record
 
 
@@ -338,19 +338,6 @@ def _parser_failure(parser: Any, onnx_path: Path, trt: ModuleType, logger: Any) 
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- run

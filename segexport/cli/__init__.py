@@ -18,7 +18,7 @@ import typer
 from segexport.arguments import parse_arch_args
 from segexport.errors import InvalidInputError, SegexportError, unknown
 from segexport.names import check_architecture, check_encoder, check_target
-from segexport.cli.matrix import matrix
+from segexport.cli import matrix as matrix_command
 
 app = typer.Typer(
     add_completion=False,
@@ -240,7 +240,7 @@ def list_(what: str = typer.Argument(..., help="archs | encoders | targets")) ->
     typer.echo("\n".join(names))
 
 
-app.command()(matrix)
+app.command("matrix")(matrix_command.matrix)
 
 
 def main(argv: list[str] | None = None) -> None:
