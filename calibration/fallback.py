@@ -8,6 +8,13 @@ and layers are put back in float in order of harm, fewest first, until the budge
 holds. A galloping then binary search over "the k most harmful" keeps the number of
 graphs judged logarithmic in the number of layers.
 
+The budget's mean IoU is the dataset one (intersections and unions summed over all
+held-out images, then averaged over the classes present), as segmentation benchmarks
+report it and as ``segexport eval`` does. The per-image mean of the parity report is
+recorded beside it: it lets a class covering a dozen pixels of one image weigh as much
+as a whole other image, so on briefly trained models with scattered small predictions
+it falls to 0.85 while 99.8% of the pixels agree.
+
 A *layer* is a Conv, ConvTranspose, Gemm or MatMul that reads a dequantized input.
 Keeping it in float means it computes from the float weights, bias and input it had
 in the fp32 graph: the ops between it and the previous layers (ReLUs, pooling,
@@ -55,7 +62,7 @@ class Int8Budget:
 
     Attributes:
         min_agreement: least fraction of mask pixels whose class matches fp32.
-        min_mean_iou: least mean IoU between the int8 and fp32 masks (per image, then averaged).
+        min_mean_iou: least mean IoU between the int8 and fp32 masks (over the whole held-out set).
         mask_threshold: class boundary of a one-channel mask (None: logits, 0).
         max_float_share: most of the quantized layers' multiply-adds the fallback may put back in float.
     """
@@ -97,12 +104,19 @@ class Judgement:
     mean_iou: float
     #: Relative squared error of the mask logits: sum((a - e)^2) / sum(e^2).
     error: float
+    #: The parity report's mean IoU: per image, then averaged (not part of the budget).
+    per_image_mean_iou: float = float("nan")
 
     def holds(self, budget: Int8Budget) -> bool:
         return self.agreement >= budget.min_agreement and self.mean_iou >= budget.min_mean_iou
 
     def to_dict(self) -> dict[str, float]:
-        return {"agreement": self.agreement, "mean_iou": self.mean_iou, "logits_relative_error": self.error}
+        return {
+            "agreement": self.agreement,
+            "mean_iou": self.mean_iou,
+            "per_image_mean_iou": self.per_image_mean_iou,
+            "logits_relative_error": self.error,
+        }
 
 
 class HeldOutJudge:
@@ -137,14 +151,20 @@ class HeldOutJudge:
 
     def judge(self, proto: Any) -> Judgement:
         """Agreement, mean IoU and logits error of ``proto`` over every held-out batch."""
-        from segexport.parity import class_agreement, mean_iou
+        from segexport.evaluate import confusion, miou
+        from segexport.parity import class_masks, mean_iou
 
         actual = self.run(proto.SerializeToString(), self.inputs)
         self.graphs_judged += 1
-        weights = [e.size for e in self.reference]
-        agreement = float(np.average([class_agreement(a, e, self.threshold) for a, e in zip(actual, self.reference)], weights=weights))
-        iou = float(np.mean([mean_iou(a, e, self.threshold) for a, e in zip(actual, self.reference)]))
-        return Judgement(agreement=agreement, mean_iou=iou, error=_relative_error(actual, self.reference))
+        masks = [(class_masks(a, self.threshold), class_masks(e, self.threshold)) for a, e in zip(actual, self.reference)]
+        classes = max(2, int(self.reference[0].shape[1]) if self.reference[0].ndim == 4 else 2)
+        matrix = sum(confusion(a.ravel(), e.ravel(), classes) for a, e in masks)
+        return Judgement(
+            agreement=float(np.trace(matrix) / matrix.sum()),
+            mean_iou=miou(matrix),
+            error=_relative_error(actual, self.reference),
+            per_image_mean_iou=float(np.mean([mean_iou(a, e, self.threshold) for a, e in zip(actual, self.reference)])),
+        )
 
     def error(self, proto: Any, batches: int) -> float:
         """The mask logits' relative error of ``proto`` on the first ``batches`` held-out batches."""

@@ -235,3 +235,16 @@ def test_a_layer_kept_in_float_computes_from_the_unquantized_output_of_the_layer
     a_out, b_out = session.run(["a_out", "b_out"], {"input": validation_inputs(spec)[0]})
     weights = numpy_helper.to_array(next(t for t in fp32.graph.initializer if t.name == "b.w"))[:, :, 0, 0]
     np.testing.assert_allclose(b_out, np.einsum("oc,nchw->nohw", weights, np.maximum(a_out, 0)), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.trt
+def test_the_tensorrt_form_with_a_layer_kept_in_fp16_builds_an_engine(hostile, images, tmp_path):
+    tensorrt = pytest.importorskip("segexport.targets.tensorrt")
+    try:
+        trt = tensorrt.trt_module()
+    except InvalidInputError as exc:
+        pytest.skip(f"no TensorRT builder here: {exc}")
+    quantize_onnx(hostile, tmp_path / "model.int8.onnx", spec_for(images), runtime="tensorrt")
+    settings = tensorrt.BuildSettings(profile=None, workspace_mb=None, timing_cache=None, hardware_compat=False, version_compat=False)
+    record = tensorrt.build_engine(tmp_path / "model.int8.onnx", tmp_path / "model.engine", settings, trt)
+    assert record["strongly_typed"] and (tmp_path / "model.engine").stat().st_size > 0

@@ -73,12 +73,9 @@ def test_a_wrong_weight_in_an_fp32_graph_is_located_at_its_layer(bundle, tmp_pat
     assert "first layers over tolerance" in text and f"layer {first.index} {EDITED} (Conv" in text.splitlines()[2]
 
 
-def test_int8_loss_is_located_at_the_hostile_layer(tmp_path):
-    images = write_two_level_images(tmp_path / "images")
-    spec = spec_for(images, int8_fallback="off")
-    quantize_onnx(hostile_graph(tmp_path / "model.onnx"), tmp_path / "q.onnx", spec, runtime="tensorrt")
-    # The eager twin of the hand-written graph: the same weights in torch modules.
-    fp32 = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(tmp_path / "model.onnx")).graph.initializer}
+def twin_of(graph_path) -> nn.Module:  # type: ignore[no-untyped-def]
+    """The eager twin of test_int8_accuracy's hand-written graph: the same weights in torch modules."""
+    fp32 = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(graph_path)).graph.initializer}
 
     class Twin(nn.Module):
         def __init__(self) -> None:
@@ -93,9 +90,31 @@ def test_int8_loss_is_located_at_the_hostile_layer(tmp_path):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
 
-    layers, unmatched, total = compare_layers(onnx.load(str(tmp_path / "q.onnx")), Twin().eval(), validation_inputs(spec)[0], 0.1)
+    return Twin().eval()
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tensorrt"])
+def test_int8_loss_is_located_at_the_hostile_layer(tmp_path, runtime):
+    images = write_two_level_images(tmp_path / "images")
+    spec = spec_for(images, int8_fallback="off")
+    fp32 = hostile_graph(tmp_path / "model.onnx")
+    quantize_onnx(fp32, tmp_path / "q.onnx", spec, runtime=runtime)
+    layers, unmatched, total = compare_layers(onnx.load(str(tmp_path / "q.onnx")), twin_of(fp32), validation_inputs(spec)[0], 0.1)
     assert (unmatched, total) == ([], 3) and [layer.module for layer in layers] == ["a", "b", "head"]
-    assert [layer.module for layer in layers if layer.exceeds][0] == HOSTILE and layers[0].relative_error < 0.05
+    assert next(layer.module for layer in layers if layer.exceeds) == HOSTILE and layers[0].relative_error < 0.05
+
+
+def test_an_fp16_graph_is_matched_through_its_casts_and_stays_within_the_fp16_tolerance(tmp_path):
+    from segexport.locate import TOLERANCE
+    from segexport.targets.fp16 import convert_to_fp16
+
+    images = write_two_level_images(tmp_path / "images")
+    fp32 = hostile_graph(tmp_path / "model.onnx")
+    convert_to_fp16(fp32, tmp_path / "model.fp16.onnx")
+    x = validation_inputs(spec_for(images))[0]
+    layers, unmatched, total = compare_layers(onnx.load(str(tmp_path / "model.fp16.onnx")), twin_of(fp32), x, TOLERANCE["fp16"])
+    assert (unmatched, total, [layer.module for layer in layers]) == ([], 3, ["a", "b", "head"])
+    assert not any(layer.exceeds for layer in layers) and max(layer.relative_error for layer in layers) > 0  # fp16, not fp32
 
 
 @pytest.mark.parametrize("target", ["torchscript", "aoti"])
