@@ -89,9 +89,9 @@ def test_pretrained_settings_name_smps_hub_repo_and_the_weights_normalization(na
     assert settings.input_range == (0.0, 1.0) and settings.input_space == "RGB"
 
 
-#: Depths below 5 to check per family. DenseNet's forward cuts inside a transition, so every
-#: depth takes its own path; the others slice a tuple of stages, covered by the first and last cut.
-SHALLOW = {"densenet121": (1, 2, 3, 4), "xception": (1, 4), "inceptionv4": (1, 4), "inceptionresnetv2": (1, 4)}
+#: Depths below 5 to check per family: every one where a build is cheap; the shallowest and the
+#: deepest cut for the two Inception nets (several seconds of CPU to build each).
+SHALLOW = {"densenet121": (1, 2, 3, 4), "xception": (1, 2, 3, 4), "inceptionv4": (1, 4), "inceptionresnetv2": (1, 4)}
 
 
 @pytest.mark.smp
@@ -117,6 +117,26 @@ def test_shallower_depths_give_smps_first_features(name):
         assert ours.depth == depth and ours.output_stride == 2**depth
         for got, want in zip(features, expected, strict=False):
             _assert_close(got, want)
+
+
+@pytest.mark.torchscript
+@pytest.mark.parametrize(
+    "name",
+    [
+        "xception",  # the quickest of the four to compile runs by default
+        *(pytest.param(name, marks=pytest.mark.slow) for name in ("densenet121", "inceptionv4", "inceptionresnetv2")),
+    ],
+)
+def test_encoder_compiles_with_torchscript_as_smp_declares(name):
+    """SMP declares these encoders scriptable; scripted, they give the eager features at a shallow depth too."""
+    encoder = get_encoder(name, depth=3).eval()
+    assert encoder._is_torch_scriptable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch 2.10+
+        scripted = torch.jit.script(encoder)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(scripted(x), encoder(x), strict=True))
 
 
 @pytest.mark.smp

@@ -38,22 +38,25 @@ class DenseNetEncoder(DenseNet, EncoderMixin):
         del self.classifier
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # One explicit step per depth (no loop over a tuple of modules), so TorchScript compiles it.
         f = self.features
         features = [x]
         if self._depth >= 1:
             x = f.relu0(f.norm0(f.conv0(x)))
             features.append(x)
-        x = f.pool0(x) if self._depth >= 2 else x
-        blocks = (f.denseblock1, f.denseblock2, f.denseblock3)
-        transitions = (f.transition1, f.transition2, f.transition3)
-        for level, (block, transition) in enumerate(zip(blocks, transitions, strict=True), start=2):
-            if self._depth < level:
-                return features
-            x = transition.relu(transition.norm(block(x)))
+        if self._depth >= 2:
+            x = f.transition1.relu(f.transition1.norm(f.denseblock1(f.pool0(x))))
             features.append(x)
-            if self._depth > level:
-                x = transition.pool(transition.conv(x))
+        if self._depth >= 3:
+            x = f.transition1.pool(f.transition1.conv(x))
+            x = f.transition2.relu(f.transition2.norm(f.denseblock2(x)))
+            features.append(x)
+        if self._depth >= 4:
+            x = f.transition2.pool(f.transition2.conv(x))
+            x = f.transition3.relu(f.transition3.norm(f.denseblock3(x)))
+            features.append(x)
         if self._depth >= 5:
+            x = f.transition3.pool(f.transition3.conv(x))
             features.append(f.norm5(f.denseblock4(x)))
         return features
 

@@ -177,17 +177,22 @@ class InceptionResNetV2Encoder(nn.Module, EncoderMixin):
         self.conv2d_7b = BasicConv2d(2080, 1536, 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        stages = (
-            (self.conv2d_1a, self.conv2d_2a, self.conv2d_2b),
-            (self.maxpool_3a, self.conv2d_3b, self.conv2d_4a),
-            (self.maxpool_5a, self.mixed_5b, self.repeat),
-            (self.mixed_6a, self.repeat_1),
-            (self.mixed_7a, self.repeat_2, self.block8, self.conv2d_7b),
-        )
+        # One explicit step per depth (no loop over a tuple of modules), so TorchScript compiles it.
         features = [x]
-        for stage in stages[: self._depth]:
-            for module in stage:
-                x = module(x)
+        if self._depth >= 1:
+            x = self.conv2d_2b(self.conv2d_2a(self.conv2d_1a(x)))
+            features.append(x)
+        if self._depth >= 2:
+            x = self.conv2d_4a(self.conv2d_3b(self.maxpool_3a(x)))
+            features.append(x)
+        if self._depth >= 3:
+            x = self.repeat(self.mixed_5b(self.maxpool_5a(x)))
+            features.append(x)
+        if self._depth >= 4:
+            x = self.repeat_1(self.mixed_6a(x))
+            features.append(x)
+        if self._depth >= 5:
+            x = self.conv2d_7b(self.block8(self.repeat_2(self.mixed_7a(x))))
             features.append(x)
         return features
 

@@ -165,8 +165,6 @@ class InceptionV4Encoder(nn.Module, EncoderMixin):
     """
 
     supported_output_strides = (32,)
-    #: Index in ``features`` of the block whose output is the feature at stride 2, 4, 8, 16, 32 (SMP's).
-    feature_blocks = (2, 4, 8, 14, 21)
 
     def __init__(self, out_channels: Sequence[int], depth: int = 5) -> None:
         super().__init__()
@@ -174,6 +172,8 @@ class InceptionV4Encoder(nn.Module, EncoderMixin):
         self._out_channels = list(out_channels)
         self._in_channels = 3
         self._output_stride = 32
+        # Index in ``features`` of the block whose output is the feature at stride 2, 4, 8, 16, 32 (SMP's).
+        self._feature_blocks = [2, 4, 8, 14, 21]
         self.features = nn.Sequential(
             BasicConv2d(3, 32, 3, stride=2),
             BasicConv2d(32, 32, 3),
@@ -190,12 +190,17 @@ class InceptionV4Encoder(nn.Module, EncoderMixin):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [x]
-        last = self.feature_blocks[self._depth - 1]
-        for i, block in enumerate(self.features[: last + 1]):
+        for i, block in enumerate(self.features):
             x = block(x)
-            if i in self.feature_blocks:
+            if i in self._feature_blocks:
                 features.append(x)
-        return features
+            # TorchScript unrolls this loop and cannot break out of it: scripted, every
+            # block runs and the list is cut below; eager, traced and exported, the
+            # loop stops after the last feature asked for.
+            if not torch.jit.is_scripting():
+                if len(features) > self._depth:
+                    break
+        return features[: self._depth + 1]
 
 
 inceptionv4_encoders: dict[str, EncoderEntry] = {

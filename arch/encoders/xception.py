@@ -100,18 +100,26 @@ class XceptionEncoder(nn.Module, EncoderMixin):
         self.bn4 = nn.BatchNorm2d(2048)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        stages: tuple[Sequence[nn.Module], ...] = (
-            (self.conv1, self.bn1, self.relu1, self.conv2, self.bn2, self.relu2),
-            (self.block1,),
-            (self.block2,),
-            tuple(getattr(self, f"block{i}") for i in range(3, 12)),
-            (self.block12, self.conv3, self.bn3, self.relu3, self.conv4, self.bn4),
-        )
+        # One explicit step per depth (no loop over a tuple of modules), so TorchScript compiles it.
         features = [x]
-        for stage in stages[: self._depth]:
-            for module in stage:
-                x = module(x)
+        if self._depth >= 1:
+            x = self.relu1(self.bn1(self.conv1(x)))
+            x = self.relu2(self.bn2(self.conv2(x)))
             features.append(x)
+        if self._depth >= 2:
+            x = self.block1(x)
+            features.append(x)
+        if self._depth >= 3:
+            x = self.block2(x)
+            features.append(x)
+        if self._depth >= 4:
+            x = self.block3(x)
+            x = self.block7(self.block6(self.block5(self.block4(x))))
+            x = self.block11(self.block10(self.block9(self.block8(x))))
+            features.append(x)
+        if self._depth >= 5:
+            x = self.relu3(self.bn3(self.conv3(self.block12(x))))
+            features.append(self.bn4(self.conv4(x)))
         return features
 
 
