@@ -4,7 +4,7 @@
 this module checks one member per family for what that test does not: shallower
 depths, the refused output strides, ``in_channels != 3``, the pretrained settings
 (SMP 0.6 names only hub repos, whose config.json holds the normalization), a whole
-SMP ``Unet`` checkpoint, and ONNX export parity.
+SMP ``Unet`` checkpoint, TorchScript, and ONNX export parity.
 """
 
 from __future__ import annotations
