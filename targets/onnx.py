@@ -1,11 +1,13 @@
 """ONNX target: a checked, simplified, deterministic ONNX graph run by onnxruntime.
 
-Exporter choice: the dynamo exporter (``torch.onnx.export(dynamo=True)``). The
-legacy TorchScript-based exporter is deprecated and fails on adaptive pooling
-(PSPNet, UPerNet); the dynamo exporter handles every architecture once the model
-code is export-friendly (our export mode pools with size-derived slices instead of
-baking the example's window indices). Dynamic graphs are exported from an example
-with batch 2, because a batch of 1 lets torch.export specialise the batch dim.
+Exporter choice, on measured speed and result: the TorchScript-based exporter
+(``dynamo=False``) first, the dynamo exporter where it fails or where a dynamic
+trace baked a size. The TorchScript-based one used to fail on adaptive pooling
+(PSPNet, UPerNet); our export mode pools with size-derived fixed windows, so it
+takes every architecture now, and it builds the same simplified graph in less than
+half the time. Dynamic graphs are exported from an example with batch 2, because a
+batch of 1 lets an exporter specialise the batch dim. The manifest's
+``export.exporter`` says which exporter built the graph.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +33,76 @@ MODEL_FILE = "model.onnx"
 MIN_OPSET, MAX_OPSET = 17, 23
 
 
-def export_onnx(model: Any, spec: ExportSpec, path: Path) -> None:
-    """Export ``model`` to ``path`` as a simplified ONNX graph that passes the full checker."""
+def export_onnx(model: Any, spec: ExportSpec, path: Path) -> str:
+    """Export ``model`` to ``path`` as a simplified ONNX graph that passes the full checker; returns the exporter used.
+
+    The TorchScript-based exporter goes first: on our models it gives the same graph
+    after simplification (116 nodes for unet-resnet34 either way) in less than half
+    the time of torch.export's. Where it cannot take a model, or where a dynamic
+    graph's trace warns that it turned a size into a constant, the dynamo exporter
+    (torch.export) builds the graph instead. Either graph is then judged by parity.
+    """
+    import onnx
+
+    exporter = "torchscript"
+    proto = _export_traced(model, spec, path)
+    if proto is None:
+        exporter, proto = "dynamo", _export_dynamo(model, spec)
+    proto = simplify(proto)
+    name_dynamic_dims(proto, spec)
+    make_deterministic(proto)
+    save_onnx(proto, path)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"The exported graph fails onnx.checker: {first_line(exc)}") from exc
+    return exporter
+
+
+def _example(spec: ExportSpec) -> Any:
+    import torch
+
+    # A batch of 1 lets an exporter specialise the batch dimension: dynamic graphs are traced at batch 2.
+    batch = 2 if spec.dynamic and spec.batch == 1 else spec.batch
+    return torch.zeros(batch, spec.in_channels, spec.height, spec.width)
+
+
+def _export_traced(model: Any, spec: ExportSpec, path: Path) -> Any | None:
+    """The TorchScript-based exporter's graph, or None where the dynamo exporter must take over."""
     import onnx
     import torch
 
     from segexport.arch.base import export_mode
 
-    batch = 2 if spec.dynamic and spec.batch == 1 else spec.batch
-    example = torch.zeros(batch, spec.in_channels, spec.height, spec.width)
+    # Output dims follow from the input's by shape inference; name_dynamic_dims names them afterwards.
+    dynamic_axes = {INPUT_NAME: dict(DYNAMIC_DIMS)} if spec.dynamic else None
+    scratch = path.with_name(path.name + ".traced")
+    # _silent_fds: on failure the traced exporter prints its whole IR graph from C++, past sys.stdout.
+    with warnings.catch_warnings(record=True) as caught, export_mode(), torch.no_grad(), _quiet(), _silent_fds():
+        warnings.simplefilter("always")
+        try:
+            torch.onnx.export(
+                model, (_example(spec),), str(scratch), dynamo=False, input_names=[INPUT_NAME],
+                output_names=list(spec.output_names), opset_version=spec.opset, dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )  # fmt: skip
+            proto = onnx.load(str(scratch))
+        except Exception:  # the traced exporter refuses some ops; torch.export takes those models
+            return None
+        finally:
+            for leftover in (scratch, scratch.with_name(scratch.name + ".data")):
+                leftover.unlink(missing_ok=True)
+    baked = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    if spec.dynamic and baked:
+        return None  # a size the trace turned into a constant would break the other shapes
+    return proto
+
+
+def _export_dynamo(model: Any, spec: ExportSpec) -> Any:
+    import torch
+
+    from segexport.arch.base import export_mode
+
     dynamic_shapes = None
     if spec.dynamic:
         dim = torch.export.Dim.DYNAMIC
@@ -48,7 +112,7 @@ def export_onnx(model: Any, spec: ExportSpec, path: Path) -> None:
         try:
             program = torch.onnx.export(
                 model,
-                (example,),
+                (_example(spec),),
                 dynamo=True,
                 input_names=[INPUT_NAME],
                 output_names=list(spec.output_names),
@@ -59,15 +123,7 @@ def export_onnx(model: Any, spec: ExportSpec, path: Path) -> None:
             )
         except Exception as exc:  # the exporter raises many internal types
             raise ExportError(f"torch.onnx.export failed: {first_line(exc)}") from exc
-    proto = program.model_proto
-    proto = simplify(proto)
-    name_dynamic_dims(proto, spec)
-    make_deterministic(proto)
-    save_onnx(proto, path)
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:
-        raise ExportError(f"The exported graph fails onnx.checker: {first_line(exc)}") from exc
+    return program.model_proto
 
 
 def simplify(proto: Any) -> Any:
@@ -160,7 +216,7 @@ class OnnxTarget:
 
     def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
         path = out_dir / MODEL_FILE
-        export_onnx(model, spec, path)
+        exporter = export_onnx(model, spec, path)
         files = [MODEL_FILE]
         if spec.precision == "int8":
             from segexport.calibration.quantize import quantize_onnx
@@ -172,7 +228,7 @@ class OnnxTarget:
         if (out_dir / (MODEL_FILE + ".data")).exists():
             files.append(MODEL_FILE + ".data")
         inputs, outputs = onnx_io(path)
-        return ExportResult(artifact=MODEL_FILE, files=files, inputs=inputs, outputs=outputs)
+        return ExportResult(artifact=MODEL_FILE, files=files, inputs=inputs, outputs=outputs, extra={"exporter": exporter})
 
     def validate(
         self,
@@ -190,6 +246,27 @@ class OnnxTarget:
         import onnxruntime
 
         return {"runtime": "onnxruntime", "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}}
+
+
+@contextlib.contextmanager
+def _silent_fds() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at /dev/null for a while: what C++ code prints goes nowhere."""
+    if os.environ.get("SEGEXPORT_VERBOSE_EXPORT"):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 @contextlib.contextmanager
