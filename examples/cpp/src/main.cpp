@@ -1,34 +1,35 @@
-// segexport_infer: run a segexport bundle (TorchScript or AOTInductor) on one input, from C++ without Python.
+// segexport_infer: run a segexport bundle on one input, from C++ without Python.
 //
 //   segexport_infer BUNDLE_DIR INPUT OUT_DIR [--shape NxCxHxW] [--threads N] [--optimize]
 //
-// INPUT is a PNG, a binary PPM/PGM (normalized with the manifest's mean/std/input_range),
+// TorchScript and AOTInductor bundles run in LibTorch, ONNX bundles (fp32 or int8) in OpenVINO;
+// each backend is compiled in where CMake found its runtime (`segexport_infer --help` lists them).
+// INPUT is a PNG, a binary PPM/PGM (normalized with the manifest's mean/std/input_range/input_space),
 // or a raw little-endian float32 NCHW file (.f32/.raw/.bin, used as is: already normalized).
 // Writes OUT_DIR/<output>.f32 for every output (raw float32, the shape printed on stdout),
 // OUT_DIR/mask.png (class per pixel: argmax, or 0/255 for one channel; mask_<n>.png per
 // image when the batch is larger than 1), and prints the aux label's class when there is one.
 // Errors print one line on stderr: exit 2 for a bad bundle or input, 1 for anything else.
 //
-// Only this file includes LibTorch headers (the slow part of the build); JSON, images and
-// raw files live in separate translation units that compile in a second.
+// No runtime's headers are included here: the backends live in backend_*.cpp.
 
-#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
-#include <ATen/Parallel.h>
-#include <torch/script.h>
-
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "errors.h"
 #include "image_io.h"
 #include "manifest.h"
+#include "tensor.h"
 
 namespace {
 
 using segexport::Manifest;
+using segexport::Tensor;
 using segexport::UserError;
 
 struct Options {
@@ -36,16 +37,17 @@ struct Options {
   std::string input;
   std::string out_dir;
   std::vector<int64_t> shape;  // --shape, for raw inputs to dynamic bundles
-  int threads = 0;
-  bool optimize = false;
+  segexport::RunOptions run;
 };
 
-const char* kUsage =
-    "usage: segexport_infer BUNDLE_DIR INPUT OUT_DIR [--shape NxCxHxW] [--threads N] [--optimize]\n"
-    "  INPUT: PNG, binary PPM/PGM, or raw float32 NCHW (.f32/.raw/.bin, already normalized)\n"
-    "  --shape     shape of a raw input (default: the bundle's input shape)\n"
-    "  --threads   CPU threads for LibTorch\n"
-    "  --optimize  torch::jit::optimize_for_inference after loading (TorchScript, CPU)\n";
+std::string usage() {
+  return "usage: segexport_infer BUNDLE_DIR INPUT OUT_DIR [--shape NxCxHxW] [--threads N] [--optimize]\n"
+         "  INPUT: PNG, binary PPM/PGM, or raw float32 NCHW (.f32/.raw/.bin, already normalized)\n"
+         "  --shape     shape of a raw input (default: the bundle's input shape)\n"
+         "  --threads   CPU threads for the runtime\n"
+         "  --optimize  torch::jit::optimize_for_inference after loading (TorchScript, CPU)\n"
+         "built with: " + segexport::backends_built() + "\n";
+}
 
 std::string first_line(const std::string& text) {
   std::string line = text.substr(0, text.find('\n'));
@@ -79,23 +81,25 @@ Options parse_args(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "-h" || a == "--help") {
-      std::cout << kUsage;
+      std::cout << usage();
       std::exit(0);
     } else if (a == "--shape") {
       o.shape = parse_shape(value());
     } else if (a == "--threads") {
       std::string v = value();
-      o.threads = std::atoi(v.c_str());
-      if (o.threads < 1) throw UserError("--threads '" + v + "' must be an integer >= 1");
+      o.run.threads = std::atoi(v.c_str());
+      if (o.run.threads < 1) throw UserError("--threads '" + v + "' must be an integer >= 1");
     } else if (a == "--optimize") {
-      o.optimize = true;
+      o.run.optimize = true;
     } else if (a.rfind("--", 0) == 0) {
       throw UserError("unknown option " + a + "; allowed: --shape, --threads, --optimize");
     } else {
       positional.push_back(a);
     }
   }
-  if (positional.size() != 3) throw UserError("expected BUNDLE_DIR INPUT OUT_DIR; got " + std::to_string(positional.size()) + " argument(s). " + kUsage);
+  if (positional.size() != 3) {
+    throw UserError("expected BUNDLE_DIR INPUT OUT_DIR; got " + std::to_string(positional.size()) + " argument(s) (--help shows the usage)");
+  }
   o.bundle = positional[0];
   o.input = positional[1];
   o.out_dir = positional[2];
@@ -118,14 +122,15 @@ void check_shape(const Manifest& m, const std::vector<int64_t>& shape, const std
   }
 }
 
-at::Tensor image_tensor(const Manifest& m, const segexport::Image& img, const std::string& path) {
+Tensor image_tensor(const Manifest& m, const segexport::Image& img, const std::string& path) {
   const int64_t channels = m.inputs[0].shape[1];
   if (channels != 1 && channels != 3) {
     throw UserError("this bundle takes " + std::to_string(channels) + " channels; images give 1 or 3: pass a raw float32 file");
   }
-  check_shape(m, {1, channels, img.height, img.width}, "input image '" + path + "'");
-  at::Tensor x = at::empty({1, channels, img.height, img.width}, at::kFloat);
-  float* dst = x.data_ptr<float>();
+  Tensor x;
+  x.shape = {1, channels, img.height, img.width};
+  check_shape(m, x.shape, "input image '" + path + "'");
+  x.values.resize(x.numel());
   const size_t plane = static_cast<size_t>(img.height) * img.width;
   for (int64_t c = 0; c < channels; ++c) {
     // Source channel: BGR models read the image's channels in reverse; gray images feed every channel.
@@ -141,13 +146,13 @@ at::Tensor image_tensor(const Manifest& m, const segexport::Image& img, const st
         v = img.pixels[p * img.channels + src_c];
       }
       v = v / 255.0 * (m.range_hi - m.range_lo) + m.range_lo;
-      dst[c * plane + p] = static_cast<float>((v - mean) / stdev);
+      x.values[c * plane + p] = static_cast<float>((v - mean) / stdev);
     }
   }
   return x;
 }
 
-at::Tensor load_input(const Manifest& m, const Options& o) {
+Tensor load_input(const Manifest& m, const Options& o) {
   if (!std::filesystem::is_regular_file(o.input)) throw UserError("input '" + o.input + "' does not exist or is not a file");
   if (segexport::looks_like_image(o.input)) {
     return image_tensor(m, segexport::read_image(o.input), o.input);
@@ -156,88 +161,68 @@ at::Tensor load_input(const Manifest& m, const Options& o) {
   if (ext != ".f32" && ext != ".raw" && ext != ".bin") {
     throw UserError("cannot read input '" + o.input + "': not a PNG or binary PPM/PGM, and raw float32 files must end in .f32, .raw or .bin");
   }
-  std::vector<int64_t> shape = o.shape.empty() ? m.inputs[0].shape : o.shape;
-  for (int64_t d : shape) {
-    if (d < 0) throw UserError("the bundle's input shape is dynamic (" + segexport::shape_string(shape) + "): give the raw input's shape with --shape NxCxHxW");
+  Tensor x;
+  x.shape = o.shape.empty() ? m.inputs[0].shape : o.shape;
+  for (int64_t d : x.shape) {
+    if (d < 0) throw UserError("the bundle's input shape is dynamic (" + segexport::shape_string(x.shape) + "): give the raw input's shape with --shape NxCxHxW");
   }
-  check_shape(m, shape, "raw input '" + o.input + "'");
-  size_t count = 1;
-  for (int64_t d : shape) count *= static_cast<size_t>(d);
-  std::vector<float> values = segexport::read_raw_f32(o.input, count, segexport::shape_string(shape));
-  return at::from_blob(values.data(), shape, at::kFloat).clone();
+  check_shape(m, x.shape, "raw input '" + o.input + "'");
+  x.values = segexport::read_raw_f32(o.input, x.numel(), segexport::shape_string(x.shape));
+  return x;
 }
 
-std::vector<at::Tensor> run_torchscript(const Manifest& m, const at::Tensor& x, bool optimize) {
-  torch::jit::Module module;
-  try {
-    module = torch::jit::load(m.artifact_path(), torch::kCPU);
-  } catch (const c10::Error& e) {
-    throw UserError("cannot load " + m.artifact_path() + " as TorchScript: " + first_line(e.what_without_backtrace()));
+// Class per pixel of one image's mask (channels x plane values at `data`): argmax over the channels,
+// a threshold for one channel (0/255), or the values themselves for class indices (activation argmax2d).
+std::vector<uint8_t> class_map(const float* data, int64_t channels, size_t plane, bool indices, double threshold) {
+  std::vector<uint8_t> classes(plane);
+  for (size_t p = 0; p < plane; ++p) {
+    int64_t best = 0;
+    if (indices) {
+      best = static_cast<int64_t>(data[p]);
+    } else if (channels == 1) {
+      best = data[p] > threshold ? 255 : 0;
+    } else {
+      for (int64_t c = 1; c < channels; ++c) {
+        if (data[c * plane + p] > data[best * plane + p]) best = c;  // first maximum, as argmax
+      }
+    }
+    classes[p] = static_cast<uint8_t>(std::min<int64_t>(std::max<int64_t>(best, 0), 255));
   }
-  module.eval();
-  if (optimize) module = torch::jit::optimize_for_inference(module);
-  c10::InferenceMode guard;
-  c10::IValue out = module.forward({x});
-  std::vector<at::Tensor> tensors;
-  if (out.isTuple()) {
-    for (const auto& element : out.toTupleRef().elements()) tensors.push_back(element.toTensor());
-  } else if (out.isTensorList()) {
-    for (const at::Tensor& t : out.toTensorVector()) tensors.push_back(t);
-  } else {
-    tensors.push_back(out.toTensor());
-  }
-  return tensors;
+  return classes;
 }
 
-std::vector<at::Tensor> run_aoti(const Manifest& m, const at::Tensor& x) {
-  try {
-    torch::inductor::AOTIModelPackageLoader loader(m.artifact_path());
-    c10::InferenceMode guard;
-    return loader.run({x});
-  } catch (const c10::Error& e) {
-    throw UserError("cannot run the AOTInductor package " + m.artifact_path() + ": " + first_line(e.what_without_backtrace()));
-  }
-}
-
-// Class per pixel of one image's mask: argmax over the channels of a C x H x W float mask (a threshold
-// for one channel), or the values of an H x W integer mask (activation argmax2d).
-std::vector<uint8_t> class_map(const at::Tensor& mask, double threshold) {
-  at::Tensor classes;
-  if (!mask.is_floating_point()) {
-    classes = (mask.dim() == 3 ? mask.select(0, 0) : mask).clamp(0, 255);
-  } else if (mask.size(0) == 1) {
-    classes = (mask.select(0, 0) > threshold).to(at::kInt) * 255;
-  } else {
-    classes = mask.argmax(0).clamp(0, 255);
-  }
-  at::Tensor bytes = classes.to(at::kByte).contiguous();
-  return std::vector<uint8_t>(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel());
-}
-
-void write_outputs(const Manifest& m, const std::vector<at::Tensor>& outputs, const std::string& out_dir) {
+void write_outputs(const Manifest& m, const std::vector<Tensor>& outputs, const std::string& out_dir) {
   if (outputs.size() != m.outputs.size()) {
     throw UserError("the model returned " + std::to_string(outputs.size()) + " outputs but the manifest lists " + std::to_string(m.outputs.size()));
   }
   std::filesystem::create_directories(out_dir);
   for (size_t i = 0; i < outputs.size(); ++i) {
     const std::string& name = m.outputs[i].name;
-    at::Tensor t = outputs[i].to(at::kFloat).contiguous();
+    const Tensor& t = outputs[i];
     std::string raw_path = out_dir + "/" + name + ".f32";
-    segexport::write_raw_f32(raw_path, t.data_ptr<float>(), static_cast<size_t>(t.numel()));
-    std::cout << name << ": " << segexport::shape_string(t.sizes().vec()) << " float32 -> " << raw_path << "\n";
-    const bool class_indices = !outputs[i].is_floating_point() && outputs[i].dim() == 3;  // N x H x W
-    if (name == "mask" && (outputs[i].dim() == 4 || class_indices)) {
+    segexport::write_raw_f32(raw_path, t.values.data(), t.values.size());
+    std::cout << name << ": " << segexport::shape_string(t.shape) << " float32 -> " << raw_path << "\n";
+    const bool class_indices = t.integer && t.shape.size() == 3;  // N x H x W
+    if (name == "mask" && (t.shape.size() == 4 || class_indices)) {
       const double threshold = m.activation == "sigmoid" ? 0.5 : 0.0;
-      const int64_t batch = outputs[i].size(0);
+      const int64_t batch = t.shape[0];
+      const int64_t channels = class_indices ? 1 : t.shape[1];
+      const int64_t height = t.shape[t.shape.size() - 2], width = t.shape.back();
+      const size_t plane = static_cast<size_t>(height) * width;
       for (int64_t n = 0; n < batch; ++n) {
         std::string png = out_dir + (batch == 1 ? "/mask.png" : "/mask_" + std::to_string(n) + ".png");
-        at::Tensor one = outputs[i].select(0, n);
-        segexport::write_png_gray(png, static_cast<int>(one.size(-1)), static_cast<int>(one.size(-2)), class_map(one, threshold));
+        const float* one = t.values.data() + n * channels * plane;
+        segexport::write_png_gray(png, static_cast<int>(width), static_cast<int>(height), class_map(one, channels, plane, class_indices, threshold));
         std::cout << "mask classes -> " << png << "\n";
       }
-    } else if (name == "label" && outputs[i].dim() == 2) {
-      for (int64_t n = 0; n < outputs[i].size(0); ++n) {
-        std::cout << "label[" << n << "]: class " << outputs[i].select(0, n).argmax().item<int64_t>() << "\n";
+    } else if (name == "label" && t.shape.size() == 2) {
+      for (int64_t n = 0; n < t.shape[0]; ++n) {
+        const float* row = t.values.data() + n * t.shape[1];
+        int64_t best = 0;
+        for (int64_t k = 1; k < t.shape[1]; ++k) {
+          if (row[k] > row[best]) best = k;
+        }
+        std::cout << "label[" << n << "]: class " << best << "\n";
       }
     }
   }
@@ -249,17 +234,12 @@ int main(int argc, char** argv) {
   try {
     Options o = parse_args(argc, argv);
     Manifest m = segexport::load_manifest(o.bundle);
-    if (o.threads > 0) at::set_num_threads(o.threads);
-    at::Tensor x = load_input(m, o);
-    std::vector<at::Tensor> outputs = m.target == "aoti" ? run_aoti(m, x) : run_torchscript(m, x, o.optimize);
-    write_outputs(m, outputs, o.out_dir);
+    Tensor x = load_input(m, o);
+    write_outputs(m, segexport::run_bundle(m, x, o.run), o.out_dir);
     return 0;
   } catch (const UserError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;
-  } catch (const c10::Error& e) {
-    std::cerr << "error: libtorch: " << first_line(e.what_without_backtrace()) << "\n";
-    return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << first_line(e.what()) << "\n";
     return 1;

@@ -1,6 +1,8 @@
 #include "manifest.h"
 
 #include <algorithm>
+#include <array>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -11,7 +13,9 @@ namespace segexport {
 
 namespace {
 
-constexpr int kFormatVersion = 1;
+// The bundle formats this program reads (segexport.bundle.READABLE_VERSIONS): version 2 added fields
+// for Python's verifier (the parity policy, a manifest digest); the fields read here are the same in both.
+constexpr std::array<int, 2> kFormatVersions{1, 2};
 
 const json::Value& member(const json::Value& obj, const std::string& key, const std::string& where) {
   const json::Value* v = obj.find(key);
@@ -33,6 +37,39 @@ std::vector<double> numbers(const json::Value* v) {
     out.push_back(x.number);
   }
   return out;
+}
+
+// A JSON value as the manifest spells it, for messages: numbers without trailing zeros, strings quoted.
+std::string json_text(const json::Value& v) {
+  std::ostringstream out;
+  switch (v.type) {
+    case json::Value::Type::Number: out << v.number; break;
+    case json::Value::Type::String: out << '"' << v.string << '"'; break;
+    case json::Value::Type::Bool: out << (v.boolean ? "true" : "false"); break;
+    case json::Value::Type::Null: out << "null"; break;
+    default: out << (v.is_array() ? "[...]" : "{...}");
+  }
+  return out.str();
+}
+
+// Refuse a manifest path that leaves the bundle: absolute, climbing with "..", or a symlink whose
+// target lies outside (the bundle folder itself may be reached through links).
+void check_inside(const std::string& bundle_dir, const std::string& name, const std::string& what) {
+  namespace fs = std::filesystem;
+  const std::string where = "bundle '" + bundle_dir + "': manifest " + what + " names '" + name + "'";
+  if (name.empty() || name.find('\0') != std::string::npos) throw UserError(where + ", which is not a relative path");
+  const fs::path relative(name);
+  bool climbs = relative.has_root_path();
+  for (const fs::path& part : relative) climbs = climbs || part == "..";
+  if (climbs) throw UserError(where + ", a path outside the bundle; only paths inside it are allowed");
+  std::error_code error;
+  const fs::path root = fs::weakly_canonical(fs::absolute(bundle_dir), error);
+  const fs::path resolved = error ? fs::path() : fs::weakly_canonical(fs::absolute(bundle_dir) / relative, error);
+  if (error) throw UserError(where + ", which cannot be resolved (" + error.message() + ")");
+  auto [end_of_root, unused] = std::mismatch(root.begin(), root.end(), resolved.begin(), resolved.end());
+  if (end_of_root != root.end()) {
+    throw UserError(where + ", a symlink that leads outside the bundle; only files inside it are allowed");
+  }
 }
 
 std::vector<TensorSpec> tensors(const json::Value& obj, const std::string& key, const std::string& where) {
@@ -77,20 +114,30 @@ Manifest load_manifest(const std::string& bundle_dir) {
   if (!root.is_object()) throw UserError("'" + path + "' is not a JSON object");
 
   const json::Value& version = member(root, "format_version", path);
-  if (!version.is_number() || static_cast<int>(version.number) != kFormatVersion) {
-    throw UserError("bundle '" + bundle_dir + "' has an unsupported format_version; this program reads " +
-                    std::to_string(kFormatVersion));
+  const bool known = version.is_number() && std::any_of(kFormatVersions.begin(), kFormatVersions.end(), [&](int v) {
+    return version.number == static_cast<double>(v);
+  });
+  if (!known) {
+    std::string readable;
+    for (int v : kFormatVersions) readable += (readable.empty() ? "" : ", ") + std::to_string(v);
+    throw UserError("bundle '" + bundle_dir + "' has format_version " + json_text(version) + "; this program reads " + readable);
   }
   Manifest m;
   m.bundle_dir = bundle_dir;
   m.target = text(root, "target", path);
   m.artifact = text(root, "artifact", path);
-  if (m.target != "torchscript" && m.target != "aoti") {
+  if (m.target != "torchscript" && m.target != "aoti" && m.target != "onnx") {
     throw UserError("bundle '" + bundle_dir + "' holds a '" + m.target +
-                    "' artifact; this program runs torchscript and aoti bundles (segexport build ... --target torchscript)");
+                    "' artifact; this program runs torchscript, aoti and onnx bundles (segexport build ... --target onnx)");
   }
-  if (m.artifact.empty() || m.artifact.find('/') != std::string::npos) {
-    throw UserError(path + ": \"artifact\" must be a file name inside the bundle");
+  // Every path the manifest names stays inside the bundle, as segexport.bundle.contained_path demands.
+  check_inside(bundle_dir, m.artifact, "\"artifact\"");
+  if (const json::Value* hashes = root.find("sha256"); hashes != nullptr && hashes->is_object()) {
+    for (const auto& [name, digest] : hashes->object) check_inside(bundle_dir, name, "a \"sha256\" key");
+  }
+  if (const json::Value* reference = root.find("reference"); reference != nullptr && !reference->is_null()) {
+    if (!reference->is_string()) throw UserError(path + ": \"reference\" is not a string");
+    check_inside(bundle_dir, reference->string, "\"reference\"");
   }
   const json::Value* arch = root.find("arch");
   m.arch = arch != nullptr && arch->is_string() ? arch->string : "?";

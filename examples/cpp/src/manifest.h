@@ -16,8 +16,8 @@ struct TensorSpec {
 
 struct Manifest {
   std::string bundle_dir;
-  std::string target;    // "torchscript" or "aoti" (others are refused when loading)
-  std::string artifact;  // file name inside bundle_dir
+  std::string target;    // "torchscript", "aoti" or "onnx" (others are refused when loading)
+  std::string artifact;  // path inside bundle_dir (load_manifest refuses one that leaves it)
   std::string arch;
   std::string activation;  // "" when none; "sigmoid" makes 0.5 the mask threshold
   std::vector<TensorSpec> inputs;
@@ -34,7 +34,8 @@ struct Manifest {
   std::string artifact_path() const { return bundle_dir + "/" + artifact; }
 };
 
-// Read `bundle_dir`/manifest.json; throws UserError when it is missing, not JSON, or not a bundle this program runs.
+// Read `bundle_dir`/manifest.json; throws UserError when it is missing, not JSON, of another format_version,
+// names a path outside the bundle, or is not a bundle this program runs.
 Manifest load_manifest(const std::string& bundle_dir);
 
 // "1x3x64x64", with symbolic dims shown as "?".
