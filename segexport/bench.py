@@ -1,8 +1,11 @@
 """`segexport bench`: latency, throughput, memory and achieved GFLOP/s of a bundle where it runs.
 
-The artifact runs in its own runtime (targets/runners.py); with ``compare_eager``
-the eager model rebuilt from the manifest runs on the same inputs in the same
-process, so the speedup is a ratio measured within one run.
+The artifact runs in its own runtime (targets/runners.py), or in each of the
+runtimes asked for (an ONNX bundle in onnxruntime and OpenVINO); with
+``compare_eager`` the eager model rebuilt from the manifest runs on the same inputs
+in the same process. Every runtime (and eager) is timed in the same rounds, each
+round one call of each in a rotating order, so that load changes on a shared
+machine hit them alike and the ratios compare like with like.
 """
 
 from __future__ import annotations
@@ -76,18 +79,30 @@ class BenchReport:
         return asdict(self)
 
 
+def time_rounds(calls: dict[str, Callable[[], object]], warmup: int, iters: int, syncs: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
+    """Per call, the wall time of each of ``iters`` runs after ``warmup`` untimed ones.
+
+    The calls take turns: each round runs every call once, starting one later than the
+    round before, so none always runs right after the same other one.
+    """
+    for name, fn in calls.items():
+        for _ in range(warmup):
+            fn()
+        syncs[name]()
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(iters):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            calls[name]()
+            syncs[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def time_calls(fn: Callable[[], object], warmup: int, iters: int, sync: Callable[[], None]) -> list[float]:
     """Wall time of each of ``iters`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
+    return time_rounds({"call": fn}, warmup, iters, {"call": sync})["call"]
 
 
 def shapes_to_run(manifest: dict[str, Any], batches: Sequence[int], heights: Sequence[int], widths: Sequence[int]) -> list[tuple[int, ...]]:
@@ -163,11 +178,21 @@ def bench(
     threads: int | None = None,
     device: str = "cpu",
     compare_eager: bool = False,
+    runtimes: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Measure the bundle at every requested shape; see the module docstring."""
+    """Measure the bundle at every requested shape in each of ``runtimes`` (default: the one it was validated with).
+
+    ``runtimes`` entries may hold several names separated by commas; see ``runtimes_for``
+    in targets/runners.py for the runtimes each target runs in.
+
+    The runners open the artifact through ``contained_path`` (what :meth:`Bundle.path_of`
+    checks), so a manifest that points outside its bundle is refused before anything runs.
+    """
+    from contextlib import ExitStack
+
     from segexport.bundle import Bundle
-    from segexport.targets.runners import runner_for
+    from segexport.targets.runners import runner_for, runtimes_for
 
     say = progress or (lambda _m: None)
     if device not in ("cpu", "cuda"):
@@ -176,31 +201,44 @@ def bench(
         raise InvalidInputError(f"--warmup must be >= 0 and --iters >= 1; got {warmup} and {iters}.")
     bundle = Bundle.load(bundle_path)
     m = bundle.manifest
+    # "onnxruntime,openvino" and a repeated option both work; each runtime is timed once.
+    names = list(dict.fromkeys(n.strip() for item in runtimes for n in item.split(",") if n.strip()))
+    names = names or [runtimes_for(m["target"])[0]]
+    # Runners check their runtime and the artifact's path when made, before the eager model is built.
+    runners = [runner_for(bundle.path, m, device=device, threads=threads, runtime=name) for name in names]
     shapes = shapes_to_run(m, batches, heights, widths)
     report = BenchReport(str(bundle.path), m["target"], m["precision"], device, threads, warmup, iters, 0.0, None)
     rng = np.random.default_rng(0)
     model = eager_model(m)  # FLOPs are counted on it; with compare_eager it is timed too
     peak = peak_tflops(device, m["precision"])
-    with runner_for(bundle.path, m, device=device, threads=threads) as runner:
+    with ExitStack() as stack:
+        for runner in runners:
+            stack.enter_context(runner)
         for shape in shapes:
             x = rng.standard_normal(shape).astype(np.float32)
-            say(f"{runner.runtime} {'x'.join(map(str, shape))}: {warmup} warm-up + {iters} timed runs")
-            lat = Latency.of(time_calls(lambda: runner.infer(x), warmup, iters, runner.sync))
-            gflop = count_gflop(model, shape) if model is not None else None
-            result = BenchResult(
-                shape=list(shape),
-                runtime=runner.runtime,
-                latency_ms=lat,
-                throughput=shape[0] / (lat.median / 1e3),
-                gflop=gflop,
-                gflops_achieved=gflop / (lat.median / 1e3) if gflop else None,
-                peak_tflops=peak,
-            )
+            calls: dict[str, Callable[[], object]] = {r.runtime: (lambda r=r, x=x: r.infer(x)) for r in runners}
+            syncs: dict[str, Callable[[], None]] = {r.runtime: r.sync for r in runners}
             if compare_eager:
-                say(f"eager PyTorch {'x'.join(map(str, shape))}")
-                result.eager_latency_ms = _eager_latency(model, x, device, warmup, iters, threads)
-                result.speedup_vs_eager = result.eager_latency_ms.median / lat.median
-            report.results.append(result)
+                calls["eager"], syncs["eager"] = _eager_call(model, x, device, threads)
+            say(f"{', '.join(calls)} {'x'.join(map(str, shape))}: {warmup} warm-up + {iters} timed rounds")
+            times = time_rounds(calls, warmup, iters, syncs)
+            gflop = count_gflop(model, shape)
+            eager = Latency.of(times["eager"]) if compare_eager else None
+            for runner in runners:
+                lat = Latency.of(times[runner.runtime])
+                report.results.append(
+                    BenchResult(
+                        shape=list(shape),
+                        runtime=runner.runtime,
+                        latency_ms=lat,
+                        throughput=shape[0] / (lat.median / 1e3),
+                        gflop=gflop,
+                        gflops_achieved=gflop / (lat.median / 1e3) if gflop else None,
+                        peak_tflops=peak,
+                        eager_latency_ms=eager,
+                        speedup_vs_eager=eager.median / lat.median if eager else None,
+                    )
+                )
     report.peak_rss_mib = _peak_rss_mib()
     if device == "cuda":
         import torch
@@ -209,16 +247,20 @@ def bench(
     return report
 
 
-def _eager_latency(model: Any, x: np.ndarray, device: str, warmup: int, iters: int, threads: int | None) -> Latency:
+def _eager_call(model: Any, x: np.ndarray, device: str, threads: int | None) -> tuple[Callable[[], object], Callable[[], None]]:
+    """One eager forward on ``x`` (inference mode) and the matching device sync."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     model = model.to(device)
     t = torch.from_numpy(x).to(device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    with torch.inference_mode():
-        return Latency.of(time_calls(lambda: model(t), warmup, iters, sync))
+
+    def call() -> object:
+        with torch.inference_mode():
+            return model(t)
+
+    return call, (torch.cuda.synchronize if device == "cuda" else (lambda: None))
 
 
 def _peak_rss_mib() -> float:

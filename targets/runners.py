@@ -2,7 +2,9 @@
 
 Polygraphy-style: each runner is a context manager (load on enter, free on exit)
 whose ``infer(x)`` returns ``{output name: array}``. Benchmarks and tools outside the
-build use these; targets validate with the same runtimes.
+build use these; targets validate with the same runtimes. A target may run in more
+than one runtime (an ONNX bundle in onnxruntime or OpenVINO): :data:`TARGET_RUNTIMES`
+lists them, the first being the one a bundle is validated with.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from segexport.errors import InvalidInputError
+from segexport.bundle import contained_path
+from segexport.errors import InvalidInputError, unknown
 
 
 class Runner:
@@ -22,7 +25,8 @@ class Runner:
     runtime = "?"
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> None:
-        self.path = Path(bundle_dir) / manifest["artifact"]
+        self.path = contained_path(Path(bundle_dir), manifest["artifact"])  # never a file outside the bundle
+        self.input_name = manifest["inputs"][0]["name"]
         self.names = [o["name"] for o in manifest["outputs"]]
         self.device = device
         self.threads = threads
@@ -57,8 +61,40 @@ class OnnxRuntimeRunner(Runner):
         if self.device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise InvalidInputError("--device cuda needs onnxruntime-gpu (CUDAExecutionProvider is not available).")
         session = ort.InferenceSession(str(self.path), options, providers=providers)
-        name = session.get_inputs()[0].name
-        self._call = lambda x: session.run(None, {name: x})
+        self._call = lambda x: session.run(None, {self.input_name: x})
+        return self
+
+
+class OpenVinoRunner(Runner):
+    """An ONNX bundle's graph (fp32, or the Q/DQ graph of --int8) compiled by OpenVINO for the CPU.
+
+    The runtime that examples/cpp uses for ONNX bundles, so ``bench --runtime openvino``
+    times what a C++ application would run. The latency hint (one stream) matches how
+    the other runners are timed: one request at a time.
+    """
+
+    runtime = "openvino"
+
+    def __enter__(self) -> OpenVinoRunner:
+        if self.device != "cpu":
+            raise InvalidInputError(f"The openvino runtime runs on the CPU here; got --device {self.device}. Use --device cpu.")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise InvalidInputError("The openvino runtime needs the openvino package: pip install 'segexport[openvino]'.") from None
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        compiled = ov.Core().compile_model(str(self.path), "CPU", config)
+        request = compiled.create_infer_request()
+        outputs = [compiled.output(name) for name in self.names]
+
+        def call(x: np.ndarray) -> list[np.ndarray]:
+            # infer() copies the outputs out of the request's buffers (share_outputs=False), as onnxruntime returns fresh arrays.
+            result = request.infer({self.input_name: x})
+            return [result[port] for port in outputs]
+
+        self._call = call
         return self
 
 
@@ -130,17 +166,37 @@ class TensorRTRunner(Runner):
         torch.cuda.synchronize()
 
 
-RUNNERS: dict[str, type[Runner]] = {
-    "onnx": OnnxRuntimeRunner,
+RUNTIMES: dict[str, type[Runner]] = {
+    "onnxruntime": OnnxRuntimeRunner,
+    "openvino": OpenVinoRunner,
     "torchscript": TorchScriptRunner,
     "aoti": AotiRunner,
-    "trt": TensorRTRunner,
+    "tensorrt": TensorRTRunner,
+}
+#: The runtimes that run each target's artifact; the first is the default (the one it was validated with).
+TARGET_RUNTIMES: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnxruntime", "openvino"),
+    "torchscript": ("torchscript",),
+    "aoti": ("aoti",),
+    "trt": ("tensorrt",),
 }
 
 
-def runner_for(bundle_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> Runner:
-    """The runner for the bundle's target."""
-    target = manifest["target"]
-    if target not in RUNNERS:
-        raise InvalidInputError(f"No runner for target {target!r}; known: {', '.join(RUNNERS)}.")
-    return RUNNERS[target](bundle_dir, manifest, device=device, threads=threads)
+def runtimes_for(target: str) -> tuple[str, ...]:
+    """The runtimes that can run a bundle of ``target``, default first."""
+    if target not in TARGET_RUNTIMES:
+        raise unknown("bundle target", target, TARGET_RUNTIMES)
+    return TARGET_RUNTIMES[target]
+
+
+def runner_for(
+    bundle_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None, runtime: str | None = None
+) -> Runner:
+    """The runner for the bundle's artifact in ``runtime`` (None: the target's default runtime)."""
+    allowed = runtimes_for(manifest["target"])
+    name = allowed[0] if runtime is None else runtime
+    if name not in RUNTIMES:
+        raise unknown("runtime", name, RUNTIMES)
+    if name not in allowed:
+        raise InvalidInputError(f"{manifest['target']} bundles run in {' or '.join(allowed)}, not in {name!r}.")
+    return RUNTIMES[name](bundle_dir, manifest, device=device, threads=threads)

@@ -1,15 +1,26 @@
-"""`segexport bench`: report structure, positive and consistent figures, shape rules."""
+"""`segexport bench`: report structure, positive and consistent figures, shape rules, runtimes, refusals."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 import segexport
-from segexport.bench import bench
+from segexport.bench import bench, format_table
+from segexport.parity import compare_outputs
+from segexport.targets.runners import runner_for
 
 pytestmark = pytest.mark.onnx
 
 TINY = {"decoder_channels": (16, 16, 8, 8, 8)}
+#: The installed console script, beside this interpreter: failure paths are checked as a user meets them.
+SEGEXPORT = str(Path(sys.executable).parent / "segexport")
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +80,75 @@ def test_torchscript_bundle_benches_in_its_own_runtime(tmp_path):
     bundle = segexport.build("unet", "resnet18", target="torchscript", height=64, width=64, arch_args=TINY, out=tmp_path / "ts")
     report = bench(str(bundle.path), warmup=1, iters=3)
     assert report.results[0].runtime == "torchscript" and report.results[0].latency_ms.median > 0
+
+
+# ---- several runtimes in one run, and what bench refuses ------------------------------------------
+
+
+def test_onnx_bundle_is_timed_in_onnxruntime_and_openvino_in_the_same_rounds(dynamic_bundle):
+    pytest.importorskip("openvino")
+    report = bench(str(dynamic_bundle.path), runtimes=["onnxruntime,openvino"], warmup=1, iters=3, compare_eager=True)
+    assert [r.runtime for r in report.results] == ["onnxruntime", "openvino"]
+    for result in report.results:
+        assert result.latency_ms.median > 0 and result.gflop > 0
+        assert result.speedup_vs_eager == pytest.approx(result.eager_latency_ms.median / result.latency_ms.median)
+    assert report.results[0].eager_latency_ms == report.results[1].eager_latency_ms  # one eager timing, shared
+    assert "| openvino |" in format_table(report)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 96, 64)])
+def test_openvino_runner_computes_what_onnxruntime_computes(dynamic_bundle, shape):
+    pytest.importorskip("openvino")
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    m = dynamic_bundle.manifest
+    with runner_for(dynamic_bundle.path, m, runtime="onnxruntime") as ort, runner_for(dynamic_bundle.path, m, runtime="openvino") as ov:
+        expected, actual = ort.infer(x), ov.infer(x)
+    assert list(actual) == ["mask"] and actual["mask"].shape == (shape[0], 1, *shape[2:])
+    result = compare_outputs("mask", [actual["mask"]], [expected["mask"]], atol=1e-4, rtol=1e-3)
+    assert result.within_tolerance, result
+
+
+@pytest.mark.parametrize(
+    ("runtimes", "fragment"),
+    [
+        (["openvinoo"], "Unknown runtime 'openvinoo'; allowed: .*Did you mean 'openvino'"),
+        (["onnxruntime", "torchscript"], "onnx bundles run in onnxruntime or openvino, not in 'torchscript'"),
+    ],
+)
+def test_runtimes_a_bundle_cannot_run_in_are_named(dynamic_bundle, runtimes, fragment):
+    with pytest.raises(segexport.InvalidInputError, match=fragment):
+        bench(str(dynamic_bundle.path), runtimes=runtimes)
+
+
+def test_architecture_registered_under_another_name_is_rebuilt_from_that_name(tmp_path, monkeypatch):
+    from segexport.arch import registry
+
+    class HouseUnet(registry.get_architecture("unet")):  # its class name is not its registry name
+        pass
+
+    monkeypatch.setattr(registry, "ARCHITECTURES", dict(registry.ARCHITECTURES))  # the registration ends with the test
+    registry.register_architecture("house-unet", HouseUnet)
+    bundle = segexport.build("house-unet", "resnet18", height=64, width=64, arch_args=TINY, out=tmp_path / "b")
+    assert bundle.manifest["arch"] == "house-unet"
+
+    report = bench(str(bundle.path), warmup=0, iters=2, compare_eager=True)
+    assert report.results[0].eager_latency_ms.median > 0 and report.results[0].gflop > 0
+
+
+@pytest.mark.parametrize("where", ["climbs-out", "absolute", "symlink-out"])
+def test_cli_refuses_a_manifest_whose_artifact_lies_outside_the_bundle(dynamic_bundle, tmp_path, where):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(dynamic_bundle.path, bundle)
+    (tmp_path / "elsewhere.onnx").write_bytes((bundle / "model.onnx").read_bytes())  # a real model: only the check stops it
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if where == "symlink-out":
+        (bundle / "model.onnx").unlink()
+        (bundle / "model.onnx").symlink_to(tmp_path / "elsewhere.onnx")
+    else:
+        manifest["artifact"] = "../elsewhere.onnx" if where == "climbs-out" else str(tmp_path / "elsewhere.onnx")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+    done = subprocess.run([SEGEXPORT, "bench", str(bundle), "--iters", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "outside the bundle" in done.stderr and "Traceback" not in done.stderr
