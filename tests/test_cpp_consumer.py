@@ -1,14 +1,17 @@
-"""The C++ consumer in examples/cpp: builds against the torch wheel's LibTorch and reproduces eager PyTorch.
+"""The C++ consumer in examples/cpp: one executable, a LibTorch backend (TorchScript, AOTInductor) and an
+OpenVINO backend (ONNX, fp32 and int8), each reproducing the outputs of eager PyTorch.
 
 The build goes to a cache folder (``~/.cache/segexport/cpp-build-...``), so only the
-first run on a machine pays for it (about 15 s of compiling on 2 cores). Without
-cmake, make or a C++ compiler the tests skip, except on CI (CI=true), where they fail.
+first run on a machine pays for it (about 15 s of compiling on 2 cores), and happens
+once per session. Without cmake, make, a C++ compiler, or one of the two runtimes the
+tests skip, except on CI (CI=true), where they fail.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -24,12 +27,13 @@ import torch
 from cases import tiny_kwargs
 
 import segexport
-from segexport.parity import compare_outputs
+from segexport.parity import ParityReport, compare_outputs, parity_report
 from segexport.pipeline import BuildRequest, create_from_request
 from segexport.targets.aoti import cache_root
 
 SOURCE = Path(__file__).resolve().parents[1] / "examples" / "cpp"
 TOOLS = ("cmake", "make")
+ON_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _missing_toolchain() -> str | None:
@@ -39,29 +43,70 @@ def _missing_toolchain() -> str | None:
     return f"the C++ consumer needs {', '.join(missing)}" if missing else None
 
 
-@pytest.fixture(scope="module")
+def _skip_or_fail(reason: str) -> None:
+    if ON_CI:
+        pytest.fail(f"{reason}; CI must run this test")
+    pytest.skip(reason)
+
+
+def _openvino_cmake_dir() -> str | None:
+    """The openvino wheel's folder holding OpenVINOConfig.cmake, or None without the wheel."""
+    try:
+        from openvino.utils import get_cmake_path
+    except ImportError:
+        return None
+    return get_cmake_path() or None
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+@pytest.fixture(scope="session")
 def consumer() -> Path:
-    """The built segexport_infer, from a build folder cached per torch version and source checkout."""
+    """The built segexport_infer, from a build folder cached per torch/openvino version and source checkout."""
     missing = _missing_toolchain()
     if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{missing}; CI must run this test (apt-get install cmake make g++)")
-        pytest.skip(missing)
-    key = hashlib.sha256(f"{SOURCE}|{torch.__version__}|{sys.executable}".encode()).hexdigest()[:12]
+        _skip_or_fail(f"{missing} (apt-get install cmake make g++)")
+    openvino_dir = _openvino_cmake_dir()
+    key = hashlib.sha256(f"{SOURCE}|{torch.__version__}|{_version('openvino')}|{sys.executable}".encode()).hexdigest()[:12]
     build = cache_root() / f"cpp-build-{key}"
     build.mkdir(parents=True, exist_ok=True)
     with open(build / ".lock", "w") as lock:  # one build at a time (pytest-xdist, parallel sessions)
         fcntl.flock(lock, fcntl.LOCK_EX)
         configure = [
             "cmake", "-S", str(SOURCE), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            *([f"-DOpenVINO_DIR={openvino_dir}"] if openvino_dir else []),
             # Compiling LibTorch's headers dominates; the optimiser adds 10% and the test needs no speed.
             "-DCMAKE_BUILD_TYPE=Debug", "-DCMAKE_CXX_FLAGS_DEBUG=-O0",
-        ]
+        ]  # fmt: skip
         for cmd in (configure, ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2)]):
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 pytest.fail(f"{' '.join(cmd[:2])} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return build / "segexport_infer"
+
+
+def built_with(binary: Path) -> str:
+    """The backends line of ``segexport_infer --help``."""
+    return next(line for line in run(binary, "--help").stdout.splitlines() if line.startswith("built with:"))
+
+
+@pytest.fixture(scope="session")
+def libtorch_consumer(consumer: Path) -> Path:
+    if "LibTorch" not in built_with(consumer):
+        _skip_or_fail("segexport_infer was built without LibTorch (TorchConfig.cmake not found)")
+    return consumer
+
+
+@pytest.fixture(scope="session")
+def openvino_consumer(consumer: Path) -> Path:
+    if "OpenVINO" not in built_with(consumer):
+        _skip_or_fail("segexport_infer was built without OpenVINO (pip install openvino: its wheel has the C++ runtime)")
+    return consumer
 
 
 def run(binary: Path, *args: object) -> subprocess.CompletedProcess[str]:
@@ -74,13 +119,37 @@ def check_like_parity(actual: np.ndarray, expected: np.ndarray, name: str) -> No
     assert result.within_tolerance, f"{name}: max abs {result.max_abs:.3g} over scaled atol {1e-4 * result.atol_scale:.3g}"
 
 
-def test_torchscript_bundle_output_matches_python_eager(consumer, tmp_path):
+@pytest.mark.parametrize(
+    ("runtimes", "expected"),
+    [
+        (["openvino"], ["LibTorch backend OFF: TorchConfig.cmake not found", "OpenVINO backend ON (onnx bundles)"]),
+        ([], ["LibTorch backend OFF", "OpenVINO backend OFF", "needs at least one runtime: neither LibTorch nor OpenVINO was found"]),
+    ],
+    ids=["openvino-only", "neither"],
+)
+def test_each_backend_is_configured_only_where_its_runtime_is_found(tmp_path, runtimes, expected):
+    missing = _missing_toolchain()
+    if missing:
+        _skip_or_fail(missing)
+    if "openvino" in runtimes and _openvino_cmake_dir() is None:
+        _skip_or_fail("the openvino wheel is not installed")
+    hints = [f"-DOpenVINO_DIR={_openvino_cmake_dir()}"] if "openvino" in runtimes else []
+    env = {k: v for k, v in os.environ.items() if k not in ("CMAKE_PREFIX_PATH", "Torch_DIR", "OpenVINO_DIR")}  # only the hints given
+    cmd = ["cmake", "-S", str(SOURCE), "-B", str(tmp_path), *hints]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert (done.returncode == 0) == bool(runtimes), done.stderr[-2000:]
+    output = " ".join((done.stdout + done.stderr).split())  # CMake wraps long error messages
+    for fragment in expected:
+        assert fragment in output
+
+
+def test_torchscript_bundle_output_matches_python_eager(libtorch_consumer, tmp_path):
     options = {"height": 64, "width": 64, "classes": 3, "aux_classes": 4}
     bundle = segexport.build("unet", "resnet34", target="torchscript", out=tmp_path / "bundle", **options)
     x = np.random.default_rng(1234).standard_normal((1, 3, 64, 64)).astype(np.float32)
     x.tofile(tmp_path / "input.f32")
 
-    done = run(consumer, bundle.path, tmp_path / "input.f32", tmp_path / "out")
+    done = run(libtorch_consumer, bundle.path, tmp_path / "input.f32", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     assert "mask: 1x3x64x64 float32" in done.stdout and "label: 1x4 float32" in done.stdout
 
@@ -94,11 +163,11 @@ def test_torchscript_bundle_output_matches_python_eager(consumer, tmp_path):
 
 
 @pytest.mark.aoti
-def test_aoti_bundle_runs_through_the_package_loader(consumer, aoti_unet_bundle, tmp_path):
+def test_aoti_bundle_runs_through_the_package_loader(libtorch_consumer, aoti_unet_bundle, tmp_path):
     x = np.random.default_rng(7).standard_normal((2, 3, 96, 64)).astype(np.float32)
     x.tofile(tmp_path / "input.raw")
 
-    done = run(consumer, aoti_unet_bundle.path, tmp_path / "input.raw", tmp_path / "out", "--shape", "2x3x96x64")
+    done = run(libtorch_consumer, aoti_unet_bundle.path, tmp_path / "input.raw", tmp_path / "out", "--shape", "2x3x96x64")
     assert done.returncode == 0, done.stderr
     request = BuildRequest(arch="unet", encoder="resnet34", classes=2, aux_classes=3, arch_args=tiny_kwargs("unet"))
     model, _ = create_from_request(request)
@@ -119,27 +188,47 @@ class Identity(torch.nn.Module):
         return (x * 1.0,)
 
 
+def identity_onnx(input_name: str) -> bytes:
+    """An ONNX graph whose output ``mask`` is its input ``input_name`` (any batch and size)."""
+    from onnx import TensorProto, helper
+
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [input_name], ["mask"])],
+        "identity",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, dims)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
 @pytest.fixture(scope="module")
-def identity_ts(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("identity") / "model.ts"
-    torch.jit.save(torch.jit.trace(Identity(), torch.zeros(1, 3, 8, 8)), str(path))
-    return path
+def identity_models(tmp_path_factory) -> dict[str, Path]:
+    """The identity model per target: TorchScript, and ONNX with an input named ``image`` (the manifest's name is used)."""
+    folder = tmp_path_factory.mktemp("identity")
+    torch.jit.save(torch.jit.trace(Identity(), torch.zeros(1, 3, 8, 8)), str(folder / "model.ts"))
+    (folder / "model.onnx").write_bytes(identity_onnx("image"))
+    return {"torchscript": folder / "model.ts", "onnx": folder / "model.onnx"}
 
 
-def identity_bundle(root: Path, model: Path, *, shape: list, space: str = "RGB", value_range: tuple = (0.0, 1.0)) -> Path:
+def identity_bundle(
+    root: Path, models: dict[str, Path], *, shape: list, space: str = "RGB", value_range: tuple = (0.0, 1.0), target: str = "torchscript"
+) -> Path:
     """A hand-written bundle: just the manifest fields the consumer reads, and the identity model."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(model, root / "model.ts")
+    artifact = models[target].name
+    shutil.copy(models[target], root / artifact)
     manifest = {
         "format_version": 1,
-        "target": "torchscript",
-        "artifact": "model.ts",
+        "target": target,
+        "artifact": artifact,
         "arch": "identity",
         "arch_args": {"activation": None},
-        "inputs": [{"name": "input", "shape": shape, "dtype": "float32", "layout": "NCHW"}],
+        "inputs": [{"name": "image" if target == "onnx" else "input", "shape": shape, "dtype": "float32", "layout": "NCHW"}],
         "outputs": [{"name": "mask", "shape": shape, "dtype": "float32", "layout": "NCHW"}],
         "normalization": {"mean": list(MEAN), "std": list(STD), "input_space": space, "input_range": list(value_range)},
         "export": {"dynamic": isinstance(shape[2], str), "stride": 1},
+        "sha256": {artifact: hashlib.sha256((root / artifact).read_bytes()).hexdigest()},
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
@@ -229,14 +318,22 @@ IMAGE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(IMAGE_CASES))
-def test_image_inputs_are_decoded_and_normalized_from_the_manifest(consumer, identity_ts, tmp_path, case):
+# Every format through LibTorch; through OpenVINO the normalization (BGR, 0-255 range) and an RGB file.
+IMAGE_RUNS = [pytest.param(case, "torchscript", id=case) for case in IMAGE_CASES] + [
+    pytest.param(case, "onnx", id=f"{case}-openvino") for case in ("png-rgb8-every-filter-bgr-0-255", "ppm-with-comment")
+]
+
+
+@pytest.mark.parametrize(("case", "target"), IMAGE_RUNS)
+def test_image_inputs_are_decoded_and_normalized_from_the_manifest(request, identity_models, tmp_path, case, target):
+    binary = request.getfixturevalue("openvino_consumer" if target == "onnx" else "libtorch_consumer")
     data, rgb, space, value_range = IMAGE_CASES[case]
-    bundle = identity_bundle(tmp_path / "bundle", identity_ts, shape=["batch", 3, "height", "width"], space=space, value_range=value_range)
+    shape = ["batch", 3, "height", "width"]
+    bundle = identity_bundle(tmp_path / "bundle", identity_models, shape=shape, space=space, value_range=value_range, target=target)
     image = tmp_path / ("input.ppm" if data.startswith(b"P") else "input.png")
     image.write_bytes(data)
 
-    done = run(consumer, bundle, image, tmp_path / "out")
+    done = run(binary, bundle, image, tmp_path / "out")
     assert done.returncode == 0, done.stderr
     pixels = rgb[..., ::-1] if space == "BGR" else rgb
     lo, hi = value_range
@@ -247,7 +344,7 @@ def test_image_inputs_are_decoded_and_normalized_from_the_manifest(consumer, ide
 
 ERROR_CASES = {
     "missing-bundle": ("no-such-dir", "input.f32", "is not a segexport bundle: it has no readable manifest.json"),
-    "onnx-bundle": ("onnx", "input.f32", "holds a 'onnx' artifact; this program runs torchscript and aoti bundles"),
+    "tensorrt-bundle": ("trt", "input.f32", "holds a 'trt' artifact; this program runs torchscript, aoti and onnx bundles"),
     "manifest-not-json": ("broken", "input.f32", "is not valid JSON"),
     "raw-input-of-wrong-size": ("static", "short.f32", "has 12 bytes; a float32 tensor of shape 1x3x8x8 has 768"),
     "image-of-wrong-size": ("static", "image.ppm", "is 1x3x12x16 (NxCxHxW) but the bundle takes 1x3x8x8; resize the input"),
@@ -259,12 +356,12 @@ ERROR_CASES = {
 
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))
-def test_bad_bundle_or_input_fails_with_one_line(consumer, identity_ts, tmp_path, case):
+def test_bad_bundle_or_input_fails_with_one_line(consumer, identity_models, tmp_path, case):
     bundle_kind, input_name, message = ERROR_CASES[case]
-    identity_bundle(tmp_path / "static", identity_ts, shape=[1, 3, 8, 8])
-    identity_bundle(tmp_path / "dynamic", identity_ts, shape=["batch", 3, "height", "width"])
-    onnx = identity_bundle(tmp_path / "onnx", identity_ts, shape=[1, 3, 8, 8])
-    (onnx / "manifest.json").write_text((onnx / "manifest.json").read_text().replace('"torchscript"', '"onnx"'))
+    identity_bundle(tmp_path / "static", identity_models, shape=[1, 3, 8, 8])
+    identity_bundle(tmp_path / "dynamic", identity_models, shape=["batch", 3, "height", "width"])
+    trt = identity_bundle(tmp_path / "trt", identity_models, shape=[1, 3, 8, 8])
+    (trt / "manifest.json").write_text((trt / "manifest.json").read_text().replace('"torchscript"', '"trt"'))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text('{"format_version": 1, "target": ')
     np.zeros((1, 3, 8, 8), np.float32).tofile(tmp_path / "input.f32")
@@ -277,3 +374,91 @@ def test_bad_bundle_or_input_fails_with_one_line(consumer, identity_ts, tmp_path
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr
+
+
+# ---- manifests the consumer refuses: paths that leave the bundle, formats it does not know -----------
+
+OUTSIDE = "../outside/model.ts"  # a real TorchScript file beside the bundle: only the containment check stops it
+REFUSALS = {
+    "artifact-climbs-out": ({"artifact": OUTSIDE}, "manifest \"artifact\" names '../outside/model.ts', a path outside the bundle"),
+    "artifact-is-absolute": ({"artifact": "{outside}/model.ts"}, "/outside/model.ts', a path outside the bundle"),
+    "artifact-is-a-symlink-out": ({"symlink": "model.ts"}, "names 'model.ts', a symlink that leads outside the bundle"),
+    "sha256-key-climbs-out": ({"sha256": {"model.ts": "0" * 64, OUTSIDE: "0" * 64}}, "a \"sha256\" key names '../outside/model.ts'"),
+    "reference-climbs-out": ({"reference": "../outside/reference.npz"}, "\"reference\" names '../outside/reference.npz', a path outside"),
+    "unknown-format-version": ({"format_version": 99}, "has format_version 99; this program reads 1, 2"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_manifest_leaving_the_bundle_or_of_unknown_format_is_refused_with_exit_code_2(consumer, identity_models, tmp_path, case):
+    change, message = REFUSALS[case]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(identity_models["torchscript"], outside / "model.ts")
+    bundle = identity_bundle(tmp_path / "bundle", identity_models, shape=[1, 3, 8, 8])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if "symlink" in change:
+        (bundle / change["symlink"]).unlink()
+        (bundle / change["symlink"]).symlink_to(outside / "model.ts")
+    else:
+        manifest.update({k: v.replace("{outside}", str(outside)) if isinstance(v, str) else v for k, v in change.items()})
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    np.zeros((1, 3, 8, 8), np.float32).tofile(tmp_path / "input.f32")
+
+    done = run(consumer, bundle, tmp_path / "input.f32", tmp_path / "out")
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---- ONNX bundles through OpenVINO, judged on the bundle's own reference inputs --------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32_bundle(tmp_path_factory):
+    """unet-resnet34 (tiny decoder), dynamic, with the aux label: its reference holds two input shapes."""
+    out = tmp_path_factory.mktemp("onnx-fp32") / "bundle"
+    return segexport.build(
+        "unet", "resnet34", target="onnx", height=64, width=64, dynamic=True, classes=3, aux_classes=4,
+        arch_args=tiny_kwargs("unet"), out=out,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def onnx_int8_bundle(tmp_path_factory):
+    """The onnxruntime-style Q/DQ graph of a briefly trained unet-resnet34, calibrated and judged on photographs."""
+    pytest.importorskip("skimage", reason="calibration photos come from scikit-image (a test extra)")
+    from trained_model import cached_checkpoint, write_photos
+
+    folder = tmp_path_factory.mktemp("onnx-int8")
+    write_photos(folder / "photos", count=INT8_PHOTOS)
+    return segexport.build(
+        "unet", "resnet34", target="onnx", precision="int8", calib=str(folder / "photos"), classes=3, height=64, width=64,
+        checkpoint=str(cached_checkpoint("unet", "resnet34", tiny_kwargs("unet"))),  # the checkpoint test_calibration trains
+        arch_args=tiny_kwargs("unet"), out=folder / "bundle", target_options={"calib_count": INT8_PHOTOS},
+    )  # fmt: skip
+
+
+INT8_PHOTOS = 4  # each is one run of the executable; the bundle's parity was judged on the same ones
+
+
+@pytest.mark.onnx
+@pytest.mark.parametrize("bundle_fixture", ["onnx_fp32_bundle", "onnx_int8_bundle"])
+def test_onnx_bundle_in_openvino_reproduces_the_stored_eager_outputs(request, openvino_consumer, tmp_path, bundle_fixture):
+    bundle = request.getfixturevalue(bundle_fixture)
+    m = bundle.manifest
+    stored = ParityReport.from_dict(m["parity"])
+    names = m["export"]["output_names"]
+    actual, reference = [], []
+    with np.load(bundle.path / m["reference"]) as ref:
+        for i in range(len([k for k in ref.files if k.startswith("input_")])):
+            x = ref[f"input_{i}"]
+            x.tofile(tmp_path / f"input_{i}.f32")
+            done = run(openvino_consumer, bundle.path, tmp_path / f"input_{i}.f32", tmp_path / f"out_{i}", "--shape", "x".join(map(str, x.shape)))
+            assert done.returncode == 0, done.stderr
+            reference.append({name: ref[f"output_{i}_{name}"] for name in names})
+            actual.append({name: np.fromfile(tmp_path / f"out_{i}" / f"{name}.f32", np.float32).reshape(reference[-1][name].shape) for name in names})
+
+    report = parity_report(actual, reference, stored.policy, names, "segexport_infer-openvino", stored.input_shapes)
+    assert report.passed, report.summary()
