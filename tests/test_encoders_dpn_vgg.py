@@ -195,14 +195,7 @@ CLASSIFIER = {"vgg11": "classifier.0.weight", "dpn68": "last_linear.weight"}
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(
-            "dpn68",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="load_encoder_state_dict (arch/encoders/__init__.py) does not yet drop 'last_linear', "
-                "the classifier of DPN (and other pretrainedmodels-style) checkpoints",
-            ),
-        ),
+        "dpn68",
         "vgg11",
     ],
 )
@@ -243,9 +236,10 @@ def test_unet_loads_an_smp_unet_state_dict_and_gives_the_same_mask(name):
 #: (encoder, depth) exported. dpn68 at depth 3 has every kind of dual-path block (projecting, downsampling,
 #: plain) and their ReLU(concat) features; the full depth adds only more of the same blocks and triples the export.
 ONNX_CASES = [
-    pytest.param("dpn68", 3, id="dpn68-depth3"),
+    # slow: tests/test_export_native_encoders.py runs this family's ONNX parity by default
+    pytest.param("dpn68", 3, id="dpn68-depth3", marks=pytest.mark.slow),
     pytest.param("dpn68", 5, id="dpn68-depth5", marks=pytest.mark.slow),
-    pytest.param("vgg11", 5, id="vgg11-depth5"),
+    pytest.param("vgg11", 5, id="vgg11-depth5", marks=pytest.mark.slow),
 ]
 
 

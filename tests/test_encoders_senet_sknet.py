@@ -216,6 +216,7 @@ def test_smp_unet_checkpoint_loads_strictly_and_gives_same_mask(name):
 
 
 @pytest.mark.onnx
+@pytest.mark.slow  # slow: tests/test_export_native_encoders.py runs this family's ONNX parity by default
 @pytest.mark.parametrize("name", SMALL)
 def test_onnx_export_passes_parity_and_records_imagenet_normalization(name, tmp_path):
     # FPN: the lightest decoder that still reads all five features (PSPNet stops at depth 3).

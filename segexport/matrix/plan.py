@@ -112,6 +112,7 @@ def parse_arch_args(items: Iterable[str]) -> dict[str, dict[str, Any]]:
 def resolve_names(config: MatrixConfig) -> tuple[list[str], list[str], list[str], list[str]]:
     """Architectures, encoders, targets and precisions of the run, validated (typos fail before any work)."""
     from segexport.arch.encoders import TIMM_PREFIX, get_entry
+    from segexport.arch.encoders.renamed import renamed_encoder
     from segexport.arch.registry import canonical_name, get_architecture, list_architectures
     from segexport.targets import list_targets
 
@@ -125,7 +126,7 @@ def resolve_names(config: MatrixConfig) -> tuple[list[str], list[str], list[str]
     encoders = split_names(config.encoders)
     if not encoders:
         raise InvalidInputError("--encoders needs encoder names, e.g. resnet34,mit_b0 ('all' is not offered: timm alone has hundreds).")
-    for name in encoders:
+    for name in map(renamed_encoder, encoders):  # SMP's former timm-* names are tu- models now
         if name.startswith(TIMM_PREFIX):
             import timm
 
