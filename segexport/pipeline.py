@@ -194,8 +194,13 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
     target.check(spec)
 
     with steps("prepare", "prepare for export (eval, fold BatchNorm, fuse heads)"):
-        example = torch.zeros(spec.input_shape)
-        prepared = prepare_for_export(model, example)
+        # Folding finds conv->BN pairs with one forward and checks itself with another: both run on a
+        # small probe (the pairs and the identity do not depend on the size), at full size only where the
+        # model refuses the probe.
+        try:
+            prepared = prepare_for_export(model, torch.zeros(_probe_shape(spec)))
+        except Exception:  # noqa: BLE001 - a model that needs its full size (a ViT's fixed patch grid)
+            prepared = prepare_for_export(model, torch.zeros(spec.input_shape))
 
     with steps("reference", "run eager PyTorch on the judged inputs"):
         if req.precision == "int8":
@@ -230,6 +235,13 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
             manifest = _manifest(req, arguments, spec, result, report, target)
             manifest["build"] = {"seconds": steps.seconds}
             return write_bundle(staging, out, manifest, [*result.files, REFERENCE_FILE], force=req.force)
+
+
+def _probe_shape(spec: Any) -> tuple[int, int, int, int]:
+    """The smallest input worth a forward pass: batch 1, a few multiples of the model's stride, never above the export size."""
+    stride = max(int(spec.stride), 1)
+    side = -(-max(64, 2 * stride) // stride) * stride
+    return (1, spec.in_channels, min(side, spec.height), min(side, spec.width))
 
 
 class BuildSteps:
