@@ -15,7 +15,7 @@ from torch import nn
 
 from segexport.errors import InvalidInputError
 
-from .base import GlobalAvgPool2d, SegmentationHead, SegmentationModel, check_common_args, make_classification_head
+from .base import AdaptiveAvgPool2d, SegmentationHead, SegmentationModel, check_common_args, make_classification_head
 from .encoders import get_encoder
 
 OUTPUT_STRIDES = (8, 16)
@@ -43,14 +43,18 @@ class SeparableConv2d(nn.Sequential):
 
 
 class ASPPConv(nn.Sequential):
-    """3x3 atrous conv → BN → ReLU, plain or depthwise-separable."""
+    """3x3 atrous conv → BN → ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, dilation: int, separable: bool = False) -> None:
-        conv: nn.Module
-        if separable:
-            conv = SeparableConv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False)
-        else:
-            conv = nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False)
+    def __init__(self, in_channels: int, out_channels: int, dilation: int) -> None:
+        conv = nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False)
+        super().__init__(conv, nn.BatchNorm2d(out_channels), nn.ReLU())
+
+
+class ASPPSeparableConv(nn.Sequential):
+    """Depthwise-separable 3x3 atrous conv → BN → ReLU (SMP's class for ``decoder_aspp_separable``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int) -> None:
+        conv = SeparableConv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False)
         super().__init__(conv, nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
@@ -64,7 +68,7 @@ class ASPPPooling(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
-            GlobalAvgPool2d(),
+            AdaptiveAvgPool2d(1),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
@@ -72,7 +76,9 @@ class ASPPPooling(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = super().forward(x)
+        pooled = x
+        for module in self:  # the Sequential's layers (TorchScript cannot call super().forward)
+            pooled = module(pooled)
         return F.interpolate(pooled, size=(size[0], size[1]), mode="bilinear", align_corners=False)
 
 
@@ -91,7 +97,8 @@ class ASPP(nn.Module):
         branches: list[nn.Module] = [
             nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
         ]
-        branches += [ASPPConv(in_channels, out_channels, rate, separable) for rate in atrous_rates]
+        conv = ASPPSeparableConv if separable else ASPPConv
+        branches += [conv(in_channels, out_channels, rate) for rate in atrous_rates]
         branches.append(ASPPPooling(in_channels, out_channels))
         self.convs = nn.ModuleList(branches)
         self.project = nn.Sequential(
@@ -102,7 +109,8 @@ class ASPP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([branch(x) for branch in self.convs], dim=1))
+        branches = [branch(x) for branch in self.convs]
+        return self.project(torch.cat(branches, dim=1))
 
 
 class DeepLabV3Decoder(nn.Module):
@@ -122,7 +130,7 @@ class DeepLabV3Decoder(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU()
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.relu(self.bn(self.conv(self.aspp(features[-1]))))
 
 
@@ -158,7 +166,7 @@ class DeepLabV3PlusDecoder(nn.Module):
             nn.ReLU(),
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         deep = self.up(self.aspp(features[-1]))
         return self.block2(torch.cat([deep, self.block1(features[2])], dim=1))
 

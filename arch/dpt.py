@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segexport.errors import InvalidInputError, closest
+from segexport.errors import InputShapeError, InvalidInputError, closest
 
 from .base import Activation, SegmentationModel, check_common_args, is_exporting, make_classification_head
 from .encoders import TIMM_PREFIX, get_encoder
@@ -148,7 +148,7 @@ class DPTDecoder(nn.Module):
         )
         self.fusion_blocks = nn.ModuleList(FusionBlock(fusion_channels) for _ in encoder_out_channels)
 
-    def forward(self, features: Sequence[torch.Tensor], prefix_tokens: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], prefix_tokens: list[torch.Tensor | None]) -> torch.Tensor:
         levels = [
             reassemble(readout(feature, tokens))
             for readout, reassemble, feature, tokens in zip(
@@ -203,6 +203,9 @@ class DPT(SegmentationModel):
     ``has_prefix_tokens``). ViTs built for one size only take that size: pass
     ``img_size=...`` or ``dynamic_img_size=True`` (timm kwargs) for others.
     """
+
+    # As SMP declares: the ViT encoder (timm's forward_intermediates) is not TorchScript code.
+    _is_torch_scriptable = False
 
     def __init__(
         self,
@@ -287,7 +290,7 @@ class DPT(SegmentationModel):
             want_h, want_w = (int(s) for s in self.encoder.input_size[-2:])
             h, w = int(x.shape[-2]), int(x.shape[-1])
             if (h, w) != (want_h, want_w):
-                raise InvalidInputError(
+                raise InputShapeError(
                     f"Input size {h}x{w} does not fit DPT's encoder, which is built for {want_h}x{want_w} only; "
                     "build the model with img_size=(H, W) or dynamic_img_size=True (timm kwargs) for other sizes."
                 )

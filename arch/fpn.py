@@ -86,9 +86,9 @@ class MergeBlock(nn.Module):
         check_merge_policy(policy)
         self.policy = policy
 
-    def forward(self, x: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         if self.policy == "cat":
-            return torch.cat(list(x), dim=1)
+            return torch.cat(x, dim=1)
         # Same sum as SMP's stack().sum(0), without materialising the stacked copy.
         out = x[0]
         for t in x[1:]:
@@ -131,13 +131,14 @@ class FPNDecoder(nn.Module):
         self.merge = MergeBlock(merge_policy)
         self.dropout = nn.Dropout2d(p=dropout, inplace=True)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        c2, c3, c4, c5 = features[-PYRAMID_LEVELS:]
-        p5 = self.p5(c5)
-        p4 = self.p4(p5, c4)
-        p3 = self.p3(p4, c3)
-        p2 = self.p2(p3, c2)
-        pyramid = [block(p) for block, p in zip(self.seg_blocks, (p5, p4, p3, p2))]
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        # The PYRAMID_LEVELS (4) deepest features, indexed one by one: TorchScript unpacks no list slices.
+        p5 = self.p5(features[-1])
+        p4 = self.p4(p5, features[-2])
+        p3 = self.p3(p4, features[-3])
+        p2 = self.p2(p3, features[-4])
+        levels = [p5, p4, p3, p2]
+        pyramid = [block(levels[i]) for i, block in enumerate(self.seg_blocks)]
         return self.dropout(self.merge(pyramid))
 
 

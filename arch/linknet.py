@@ -31,7 +31,7 @@ class TransposeX2(nn.Sequential):
         )
 
 
-class LinknetDecoderBlock(nn.Module):
+class DecoderBlock(nn.Module):
     """Bottleneck-upsample-expand; the skip is added by the decoder when there is one."""
 
     def __init__(self, in_channels: int, out_channels: int, use_norm: NormSpec = "batchnorm") -> None:
@@ -68,10 +68,10 @@ class LinknetDecoder(nn.Module):
             if channels[i] == 0:
                 channels[i] = channels[i - 1]
         self.blocks = nn.ModuleList(
-            LinknetDecoderBlock(channels[i], channels[i + 1], use_norm=use_norm) for i in range(n_blocks)
+            DecoderBlock(channels[i], channels[i + 1], use_norm=use_norm) for i in range(n_blocks)
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         skips = list(features[1:])[::-1][1:]
         x = features[-1]
         for i, block in enumerate(self.blocks):
@@ -103,6 +103,7 @@ class Linknet(SegmentationModel):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        decoder_use_norm = self._renamed_keyword(kwargs, "decoder_use_batchnorm", "decoder_use_norm", decoder_use_norm)
         check_common_args("Linknet", classes=classes, in_channels=in_channels, encoder_depth=encoder_depth, allowed_depths=(3, 4, 5))
         self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=encoder_depth, weights=encoder_weights, **kwargs)
         self.decoder = LinknetDecoder(

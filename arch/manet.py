@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import (
+    AdaptiveAvgPool2d,
     Conv2dReLU,
-    GlobalAvgPool2d,
     SegmentationHead,
     SegmentationModel,
     check_common_args,
@@ -39,10 +39,13 @@ class PABBlock(nn.Module):
 
     def __init__(self, in_channels: int, pab_channels: int = 64) -> None:
         super().__init__()
+        self.pab_channels = pab_channels
         self.in_channels = in_channels
         self.top_conv = nn.Conv2d(in_channels, pab_channels, kernel_size=1)
         self.center_conv = nn.Conv2d(in_channels, pab_channels, kernel_size=1)
         self.bottom_conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
+        # SMP normalises over the whole HW x HW map per sample (dim 1 of the flattened map), not per row.
+        self.map_softmax = nn.Softmax(dim=1)
         self.out_conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +54,7 @@ class PABBlock(nn.Module):
         center = self.center_conv(x).flatten(2).transpose(1, 2)  # B, HW, P
         bottom = self.bottom_conv(x).flatten(2).transpose(1, 2)  # B, HW, C
         attention = torch.matmul(center, top)  # B, HW, HW
-        # SMP normalises over the whole HW x HW map per sample, not per row.
-        attention = torch.softmax(attention.flatten(1), dim=1).reshape(batch, height * width, height * width)
+        attention = self.map_softmax(attention.flatten(1)).reshape(batch, height * width, height * width)
         mixed = torch.matmul(attention, bottom)  # B, HW, C
         # SMP reinterprets the (HW, C) memory as (C, H, W) without transposing;
         # kept so that SMP checkpoints give the same outputs.
@@ -62,7 +64,7 @@ class PABBlock(nn.Module):
 
 def _squeeze_excite(channels: int, reduced: int) -> nn.Sequential:
     return nn.Sequential(
-        GlobalAvgPool2d(),
+        AdaptiveAvgPool2d(1),
         nn.Conv2d(channels, reduced, 1),
         nn.ReLU(inplace=True),
         nn.Conv2d(reduced, channels, 1),
@@ -94,15 +96,17 @@ class MFABBlock(nn.Module):
         self.conv2 = Conv2dReLU(out_channels, out_channels, 3, padding=1, use_norm=use_norm)
         self.interpolation_mode = interpolation_mode
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is None:  # the decoder builds an MFAB block only where its level has a feature
+            raise RuntimeError("MFABBlock needs the skip feature of its level.")
         x = _upsample2x(self.hl_conv(x), self.interpolation_mode)
         x = x * (self.SE_hl(x) + self.SE_ll(skip))
         x = torch.cat([x, skip], dim=1)
         return self.conv2(self.conv1(x))
 
 
-class MAnetDecoderBlock(nn.Module):
-    """Plain U-Net block, used where there is no skip (last level, or a 0-channel level)."""
+class DecoderBlock(nn.Module):
+    """Plain U-Net block (SMP's name), used where there is no skip (last level, or a 0-channel level)."""
 
     def __init__(
         self,
@@ -117,8 +121,11 @@ class MAnetDecoderBlock(nn.Module):
         self.conv2 = Conv2dReLU(out_channels, out_channels, 3, padding=1, use_norm=use_norm)
         self.interpolation_mode = interpolation_mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(_upsample2x(x, self.interpolation_mode)))
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = _upsample2x(x, self.interpolation_mode)
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.conv2(self.conv1(x))
 
 
 class MAnetDecoder(nn.Module):
@@ -149,16 +156,17 @@ class MAnetDecoder(nn.Module):
             if skip_ch > 0:
                 blocks.append(MFABBlock(in_ch, skip_ch, out_ch, interpolation_mode, use_norm, reduction))
             else:
-                blocks.append(MAnetDecoderBlock(in_ch, skip_ch, out_ch, interpolation_mode, use_norm))
+                blocks.append(DecoderBlock(in_ch, skip_ch, out_ch, interpolation_mode, use_norm))
         self.blocks = nn.ModuleList(blocks)
         #: Which blocks fuse a skip (decided here, so forward has no data-dependent branch).
         self.fuses = [skip_ch > 0 for skip_ch in skip_channels]
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         skips = list(features[1:])[::-1][1:]
         x = self.center(features[-1])
         for i, block in enumerate(self.blocks):
-            x = block(x, skips[i]) if self.fuses[i] else block(x)
+            skip: torch.Tensor | None = skips[i] if self.fuses[i] else None
+            x = block(x, skip)
         return x
 
 
@@ -183,6 +191,7 @@ class MAnet(SegmentationModel):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        decoder_use_norm = self._renamed_keyword(kwargs, "decoder_use_batchnorm", "decoder_use_norm", decoder_use_norm)
         check_common_args("MAnet", classes=classes, in_channels=in_channels, encoder_depth=encoder_depth, allowed_depths=(3, 4, 5))
         check_decoder_channels("MAnet", decoder_channels, encoder_depth)
         check_interpolation(decoder_interpolation)

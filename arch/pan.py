@@ -6,7 +6,6 @@ attention upsampling (GAU) blocks that bring in the stride 16, 8 and 4 features.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segexport.errors import InvalidInputError
+from segexport.errors import InputShapeError, InvalidInputError
 
-from .base import GlobalAvgPool2d, SegmentationHead, SegmentationModel, check_common_args, make_classification_head
+from .base import AdaptiveAvgPool2d, SegmentationHead, SegmentationModel, check_common_args, make_classification_head
 from .base.validation import check_interpolation
 from .encoders import get_encoder
 
@@ -26,43 +25,57 @@ MIN_DEEPEST_SIZE = 8
 
 
 class ConvBnRelu(nn.Module):
-    """Conv (with bias) → BatchNorm → optional ReLU; SMP's PAN-specific layout (``conv``, ``bn``)."""
+    """Conv → BatchNorm → optional ReLU → optional 2x upsampling; SMP's PAN layout and arguments (``conv``, ``bn``)."""
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
         kernel_size: int,
+        stride: int = 1,
         padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
         add_relu: bool = True,
+        interpolate: bool = False,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=True)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias
+        )
         self.activation = nn.ReLU(inplace=True)
+        self.bn = nn.BatchNorm2d(out_channels)
         self.add_relu = add_relu
+        self.interpolate = interpolate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn(self.conv(x))
-        return self.activation(x) if self.add_relu else x
+        if self.add_relu:
+            x = self.activation(x)
+        if self.interpolate:
+            x = F.interpolate(x, size=(x.shape[2] * 2, x.shape[3] * 2), mode="bilinear", align_corners=True)
+        return x
 
 
-def _resize(x: torch.Tensor, size: Sequence[Any], mode: str) -> torch.Tensor:
+def _align_corners(mode: str) -> bool | None:
     # align_corners is only meaningful for the linear modes; SMP sets it for "bilinear" only.
-    align_corners = True if mode == "bilinear" else None
-    return F.interpolate(x, size=(size[0], size[1]), mode=mode, align_corners=align_corners)
+    return True if mode == "bilinear" else None
 
 
 class FPABlock(nn.Module):
     """Feature pyramid attention: a 7-5-3 pyramid gates a 1x1 projection, plus a global branch.
 
-    SMP always resizes bilinearly here, whatever ``decoder_interpolation`` says; so do we.
+    PANDecoder builds it with SMP's default ``upscale_mode="bilinear"`` whatever
+    ``decoder_interpolation`` says, as SMP does.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, upscale_mode: str = "bilinear") -> None:
         super().__init__()
+        self.upscale_mode = upscale_mode
+        self.align_corners = _align_corners(upscale_mode)
         # Global branch: the pooled vector is broadcast back over H, W.
-        self.branch1 = nn.Sequential(GlobalAvgPool2d(), ConvBnRelu(in_channels, out_channels, 1))
+        self.branch1 = nn.Sequential(AdaptiveAvgPool2d(1), ConvBnRelu(in_channels, out_channels, 1))
         self.mid = nn.Sequential(ConvBnRelu(in_channels, out_channels, 1))
         self.down1 = nn.Sequential(nn.MaxPool2d(2, 2), ConvBnRelu(in_channels, 1, 7, padding=3))
         self.down2 = nn.Sequential(nn.MaxPool2d(2, 2), ConvBnRelu(1, 1, 5, padding=2))
@@ -70,15 +83,18 @@ class FPABlock(nn.Module):
         self.conv2 = ConvBnRelu(1, 1, 5, padding=2)
         self.conv1 = ConvBnRelu(1, 1, 7, padding=3)
 
+    def _resize(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return F.interpolate(x, size=(height, width), mode=self.upscale_mode, align_corners=self.align_corners)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[2], x.shape[3]
-        global_out = _resize(self.branch1(x), (height, width), "bilinear")
+        global_out = self._resize(self.branch1(x), height, width)
         middle = self.mid(x)
         x1 = self.down1(x)
         x2 = self.down2(x1)
-        x3 = _resize(self.down3(x2), (height // 4, width // 4), "bilinear")
-        x = _resize(self.conv2(x2) + x3, (height // 2, width // 2), "bilinear")
-        x = _resize(x + self.conv1(x1), (height, width), "bilinear")
+        x3 = self._resize(self.down3(x2), height // 4, width // 4)
+        x = self._resize(self.conv2(x2) + x3, height // 2, width // 2)
+        x = self._resize(x + self.conv1(x1), height, width)
         return x * middle + global_out
 
 
@@ -88,8 +104,9 @@ class GAUBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, interpolation_mode: str = "bilinear") -> None:
         super().__init__()
         self.interpolation_mode = interpolation_mode
+        self.align_corners = _align_corners(interpolation_mode)
         self.conv1 = nn.Sequential(
-            GlobalAvgPool2d(),
+            AdaptiveAvgPool2d(1),
             ConvBnRelu(out_channels, out_channels, 1, add_relu=False),
             nn.Sigmoid(),
         )
@@ -97,7 +114,9 @@ class GAUBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``x``: the low-level (higher resolution) feature, ``y``: the decoder state."""
-        y_up = _resize(y, x.shape[2:], self.interpolation_mode)
+        y_up = F.interpolate(
+            y, size=(x.shape[2], x.shape[3]), mode=self.interpolation_mode, align_corners=self.align_corners
+        )
         return y_up + self.conv2(x) * self.conv1(y)
 
 
@@ -121,14 +140,15 @@ class PANDecoder(nn.Module):
             self.gau2 = GAUBlock(channels[1], decoder_channels, interpolation_mode)
         self.gau1 = GAUBlock(channels[0], decoder_channels, interpolation_mode)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        features = list(features[2:])
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        features = features[2:]
         out = self.fpa(features[-1])
-        for index, name in ((2, "gau3"), (1, "gau2"), (0, "gau1")):
-            block = getattr(self, name, None)
-            if block is not None:
-                out = block(features[index], out)
-        return out
+        # hasattr on a module is resolved statically by TorchScript.
+        if hasattr(self, "gau3"):
+            out = self.gau3(features[2], out)
+        if hasattr(self, "gau2"):
+            out = self.gau2(features[1], out)
+        return self.gau1(features[0], out)
 
 
 class PAN(SegmentationModel):
@@ -155,12 +175,7 @@ class PAN(SegmentationModel):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        upscale_mode = kwargs.pop("upscale_mode", None)
-        if upscale_mode is not None:  # SMP's deprecated name for decoder_interpolation, still accepted there
-            warnings.warn(
-                "PAN's upscale_mode is deprecated; use decoder_interpolation.", DeprecationWarning, stacklevel=2
-            )
-            decoder_interpolation = upscale_mode
+        decoder_interpolation = self._renamed_keyword(kwargs, "upscale_mode", "decoder_interpolation", decoder_interpolation)
         check_common_args("PAN", classes=classes, in_channels=in_channels, encoder_depth=encoder_depth, allowed_depths=(3, 4, 5))
         if encoder_output_stride not in OUTPUT_STRIDES:
             raise InvalidInputError(
@@ -191,7 +206,7 @@ class PAN(SegmentationModel):
         smallest = MIN_DEEPEST_SIZE * self.required_stride
         h, w = int(x.shape[-2]), int(x.shape[-1])
         if h < smallest or w < smallest:
-            raise InvalidInputError(
+            raise InputShapeError(
                 f"Input size {h}x{w} is too small for PAN with output stride {self.required_stride}: its deepest "
                 f"feature must be at least {MIN_DEEPEST_SIZE}x{MIN_DEEPEST_SIZE}; use at least {smallest}x{smallest}."
             )

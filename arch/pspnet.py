@@ -55,7 +55,9 @@ class PSPModule(nn.Module):
         self.out_channels = in_channels + len(sizes) * (in_channels // len(sizes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([*(block(x) for block in self.blocks), x], dim=1)
+        pyramid = [block(x) for block in self.blocks]
+        pyramid.append(x)
+        return torch.cat(pyramid, dim=1)
 
 
 class PSPDecoder(nn.Module):
@@ -75,7 +77,7 @@ class PSPDecoder(nn.Module):
         self.conv = Conv2dReLU(self.psp.out_channels, out_channels, kernel_size=1, use_norm=use_norm)
         self.dropout = nn.Dropout2d(p=dropout)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.dropout(self.conv(self.psp(features[-1])))
 
 
@@ -105,6 +107,7 @@ class PSPNet(SegmentationModel):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        decoder_use_norm = self._renamed_keyword(kwargs, "psp_use_batchnorm", "decoder_use_norm", decoder_use_norm)
         check_common_args("PSPNet", classes=classes, in_channels=in_channels, encoder_depth=encoder_depth, allowed_depths=(3, 4, 5))
         check_channels("psp_out_channels", psp_out_channels)
         check_probability("psp_dropout", psp_dropout)

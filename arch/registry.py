@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segexport.errors import InvalidInputError, unknown
+from segexport.errors import InvalidInputError, UnknownNameError, unknown
 
 from .base import SegmentationModel
 from .deeplabv3 import DeepLabV3, DeepLabV3Plus
@@ -39,6 +39,8 @@ _BUILTIN: dict[str, type[SegmentationModel]] = {
 }
 
 ARCHITECTURES: dict[str, type[SegmentationModel]] = dict(_BUILTIN)
+#: SMP's name for the registry (lower-case class name → class; the same keys as SMP's).
+MODEL_ARCHITECTURES_MAPPING = ARCHITECTURES
 ALIASES: dict[str, str] = {"unet++": "unetplusplus", "deeplabv3+": "deeplabv3plus"}
 
 
@@ -65,8 +67,19 @@ def get_architecture(name: str) -> type[SegmentationModel]:
     """The model class registered as ``name``."""
     key = canonical_name(name)
     if key not in ARCHITECTURES:
-        raise unknown("architecture", name, [*ARCHITECTURES, *ALIASES])
+        # A KeyError too, as SMP's create_model raises.
+        raise UnknownNameError(*unknown("architecture", name, [*ARCHITECTURES, *ALIASES]).args)
     return ARCHITECTURES[key]
+
+
+def architecture_by_class_name(class_name: str) -> str:
+    """The registry name of the architecture whose class is called ``class_name`` (SMP's ``_model_class``)."""
+    matches = [name for name, cls in ARCHITECTURES.items() if cls.__name__ == class_name]
+    if not matches:
+        raise UnknownNameError(
+            *unknown("model class", class_name, sorted({cls.__name__ for cls in ARCHITECTURES.values()})).args
+        )
+    return matches[0]
 
 
 def create_model(

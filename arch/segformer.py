@@ -45,12 +45,12 @@ class SegformerDecoder(nn.Module):
             len(self.levels) * segmentation_channels, segmentation_channels, 1, use_norm="batchnorm"
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[2:]
         target = (size[0] // 4, size[1] // 4)
         resized = [
-            F.interpolate(mlp(features[i]), size=target, mode="bilinear", align_corners=False)
-            for mlp, i in zip(self.mlp_stage, self.levels)
+            F.interpolate(mlp(features[self.levels[j]]), size=target, mode="bilinear", align_corners=False)
+            for j, mlp in enumerate(self.mlp_stage)
         ]
         return self.fuse_stage(torch.cat(resized, dim=1))
 

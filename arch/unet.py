@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -44,7 +44,7 @@ class UnetDecoderBlock(nn.Module):
         self.conv2 = Conv2dReLU(out_channels, out_channels, 3, padding=1, use_norm=use_norm)
         self.attention2 = Attention(attention_type, in_channels=out_channels)
 
-    def forward(self, x: torch.Tensor, size: Sequence[int], skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: list[int], skip: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(x, size=(size[0], size[1]), mode=self.interpolation_mode)
         if skip is not None:
             if self.skip_channels > 0:
@@ -83,7 +83,7 @@ class UnetDecoder(nn.Module):
             for i, s, o in zip(in_channels, skip_channels, decoder_channels)
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         sizes = [f.shape[2:] for f in features][::-1]
         skips = list(features[1:])[::-1][1:]
         x = self.center(features[-1])
@@ -100,6 +100,8 @@ class Unet(SegmentationModel):
     """
 
     requires_divisible_input_shape = False
+    # SMP infers the center block from the encoder's name ("vgg*") instead of taking an argument.
+    segexport_only_arguments = ("decoder_add_center_block",)
 
     def __init__(
         self,
@@ -118,6 +120,7 @@ class Unet(SegmentationModel):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        decoder_use_norm = self._renamed_keyword(kwargs, "decoder_use_batchnorm", "decoder_use_norm", decoder_use_norm)
         check_common_args("Unet", classes=classes, in_channels=in_channels, encoder_depth=encoder_depth, allowed_depths=(3, 4, 5))
         check_decoder_channels("Unet", decoder_channels, encoder_depth)
         check_interpolation(decoder_interpolation)
@@ -135,3 +138,13 @@ class Unet(SegmentationModel):
         self.classification_head = make_classification_head(self.encoder.out_channels[-1], aux_params)
         self.name = f"u-{encoder_name}"
         self.initialize()
+
+    @classmethod
+    def complete_saved_arguments(
+        cls, arguments: dict[str, Any], weight_keys: Callable[[], Iterable[str]]
+    ) -> dict[str, Any]:
+        """A config.json without ``decoder_add_center_block`` (SMP's) has the center block iff its weights do."""
+        if "decoder_add_center_block" in arguments:
+            return arguments
+        has_center = any(key.startswith("decoder.center.") for key in weight_keys())
+        return {**arguments, "decoder_add_center_block": has_center}

@@ -30,8 +30,12 @@ from .base.validation import check_interpolation
 from .encoders import get_encoder
 
 
-class UnetPlusPlusDecoderBlock(nn.Module):
-    """Upsample 2x, concatenate the skips (if the node has any), two conv-norm-ReLU."""
+class DecoderBlock(nn.Module):
+    """Upsample 2x, concatenate the skips (if the node has any), two conv-norm-ReLU (SMP's name and attributes).
+
+    A node of a 0-channel level (``out_channels=0``) is empty, as in SMP: no layers
+    and no weights; the decoder never runs it.
+    """
 
     def __init__(
         self,
@@ -44,11 +48,19 @@ class UnetPlusPlusDecoderBlock(nn.Module):
         has_skip: bool = True,
     ) -> None:
         super().__init__()
+        self.out_channels = out_channels
+        self.is_empty = out_channels == 0
         self.interpolation_mode = interpolation_mode
         # A node can have a skip whose every part is a 0-channel level: it then
         # concatenates nothing but still applies attention1, as SMP does when it
         # concatenates the empty tensors.
         self.has_skip = has_skip
+        self.conv1: nn.Module | None = None
+        self.attention1: nn.Module | None = None
+        self.conv2: nn.Module | None = None
+        self.attention2: nn.Module | None = None
+        if self.is_empty:
+            return
         self.conv1 = Conv2dReLU(in_channels + skip_channels, out_channels, 3, padding=1, use_norm=use_norm)
         self.attention1 = Attention(attention_type, in_channels=in_channels + skip_channels)
         self.conv2 = Conv2dReLU(out_channels, out_channels, 3, padding=1, use_norm=use_norm)
@@ -58,6 +70,8 @@ class UnetPlusPlusDecoderBlock(nn.Module):
         # Every level halves H and W (the model requires divisible inputs), so 2x the
         # input size is SMP's scale_factor=2 exactly, with integer sizes in the graph.
         x = F.interpolate(x, size=(x.shape[2] * 2, x.shape[3] * 2), mode=self.interpolation_mode)
+        if self.conv1 is None or self.attention1 is None or self.conv2 is None or self.attention2 is None:
+            return x.new_empty(x.shape[0], 0, x.shape[2], x.shape[3])  # an empty node, as SMP's
         if self.has_skip:
             if skips:
                 x = torch.cat([x, *skips], dim=1)
@@ -69,8 +83,8 @@ class UnetPlusPlusDecoder(nn.Module):
     """The nested decoder, built from a static plan of which node feeds which.
 
     ``encoder_channels`` may hold 0 at the stride-2 level (level 1): the nodes that
-    would carry that level have no channels and are not built, and no tensor of
-    that level is ever concatenated.
+    would carry that level have no channels and are empty, and no tensor of that
+    level is ever concatenated.
     """
 
     def __init__(
@@ -99,19 +113,25 @@ class UnetPlusPlusDecoder(nn.Module):
         }
 
         blocks: dict[str, nn.Module] = {}
+        empty: set[str] = set()  # nodes of a 0-channel level: built empty (as SMP), never run
         for layer in range(depth):
             for d in range(layer + 1):
                 if d == 0:
                     in_ch, out_ch = in_first[layer], decoder_channels[layer]
                 else:
                     in_ch, out_ch = channels[layer], skip_of[layer]
-                if out_ch == 0:
-                    continue  # a node of a 0-channel level: SMP's has no weights, ours does not exist
                 skip_ch = skip_of[layer] * (layer + 1 - d)
-                blocks[f"x_{d}_{layer}"] = UnetPlusPlusDecoderBlock(in_ch, skip_ch, out_ch, **kwargs)
+                blocks[f"x_{d}_{layer}"] = DecoderBlock(in_ch, skip_ch, out_ch, **kwargs)
+                if out_ch == 0:
+                    empty.add(f"x_{d}_{layer}")
         last = f"x_0_{depth}"
-        blocks[last] = UnetPlusPlusDecoderBlock(in_first[-1], 0, decoder_channels[-1], has_skip=False, **kwargs)
+        blocks[last] = DecoderBlock(in_first[-1], 0, decoder_channels[-1], has_skip=False, **kwargs)
         self.blocks = nn.ModuleDict(blocks)
+        # SMP's attributes: per-column widths, and an (unused) identity center.
+        self.in_channels = in_first
+        self.skip_channels = skip_of
+        self.out_channels = list(decoder_channels)
+        self.center = nn.Identity()
 
         # The wiring is fixed at construction, so forward is a flat loop the tracers
         # see through. Entries: (node, input, skips) in SMP's execution order (by
@@ -122,10 +142,10 @@ class UnetPlusPlusDecoder(nn.Module):
             for d in range(depth - diagonal):
                 layer = d + diagonal
                 key = f"x_{d}_{layer}"
-                if key not in blocks:
+                if key in empty:
                     continue
                 source = f"f{d}" if diagonal == 0 else f"x_{d}_{layer - 1}"
-                skips = [f"x_{i}_{layer}" for i in range(d + 1, layer + 1) if f"x_{i}_{layer}" in blocks]
+                skips = [f"x_{i}_{layer}" for i in range(d + 1, layer + 1) if f"x_{i}_{layer}" not in empty]
                 if skip_of[layer] > 0:
                     skips.append(f"f{layer + 1}")
                 plan.append((key, source, tuple(skips)))
@@ -149,6 +169,8 @@ class UnetPlusPlus(SegmentationModel):
     """
 
     requires_divisible_input_shape = True
+    # As SMP declares: the decoder's name-keyed node plan is not TorchScript code (trace or export it instead).
+    _is_torch_scriptable = False
 
     def __init__(
         self,
@@ -166,6 +188,7 @@ class UnetPlusPlus(SegmentationModel):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        decoder_use_norm = self._renamed_keyword(kwargs, "decoder_use_batchnorm", "decoder_use_norm", decoder_use_norm)
         check_common_args(
             "UnetPlusPlus", classes=classes, in_channels=in_channels, encoder_depth=encoder_depth, allowed_depths=(3, 4, 5)
         )

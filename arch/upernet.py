@@ -26,7 +26,7 @@ from .encoders import get_encoder
 PSP_SIZES = (1, 2, 3, 6)
 
 
-def _resize(x: torch.Tensor, size: Sequence[Any]) -> torch.Tensor:
+def _resize(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     return F.interpolate(x, size=(size[0], size[1]), mode="bilinear", align_corners=False)
 
 
@@ -54,8 +54,10 @@ class PSPModule(nn.Module):
         self.out_conv = Conv2dReLU(in_channels + len(sizes) * out_channels, out_channels, 3, padding=1, use_norm="batchnorm")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        pyramid = [x, *(_resize(block(x), size) for block in self.blocks)]
+        size = [x.shape[2], x.shape[3]]
+        pyramid = [x]
+        for block in self.blocks:
+            pyramid.append(_resize(block(x), size))
         return self.out_conv(torch.cat(pyramid, dim=1))
 
 
@@ -76,7 +78,7 @@ class FPNLateralBlock(nn.Module):
 
     def forward(self, state: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
         lateral = self.conv_norm_relu(lateral)
-        return _resize(state, lateral.shape[2:]) + lateral
+        return _resize(state, [lateral.shape[2], lateral.shape[3]]) + lateral
 
 
 class UPerNetDecoder(nn.Module):
@@ -101,15 +103,17 @@ class UPerNetDecoder(nn.Module):
             (len(lateral_channels) + 1) * decoder_channels, decoder_channels, 3, padding=1, use_norm=use_norm
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        normed = [norm(f) for norm, f in zip(self.feature_norms, features[2:])]
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        # Module lists are iterated with enumerate/zip among themselves only, which TorchScript can unroll.
+        normed = [norm(features[i + 2]) for i, norm in enumerate(self.feature_norms)]
         state = self.psp(normed[-1])
         pyramid = [state]
-        for block, conv, lateral in zip(self.fpn_lateral_blocks, self.fpn_conv_blocks, normed[:-1][::-1]):
-            state = block(state, lateral)
+        laterals = normed[:-1][::-1]
+        for i, (block, conv) in enumerate(zip(self.fpn_lateral_blocks, self.fpn_conv_blocks)):
+            state = block(state, laterals[i])
             pyramid.append(conv(state))
         # The FPN convs refine each level's output; the next level is built from the unrefined sum (as SMP).
-        target = pyramid[-1].shape[2:]
+        target = [pyramid[-1].shape[2], pyramid[-1].shape[3]]
         resized = [_resize(f, target) for f in pyramid]
         return self.fusion_block(torch.cat(resized[::-1], dim=1))
 

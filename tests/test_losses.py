@@ -264,6 +264,68 @@ def test_mcc_loss_matches_smp(smp_losses, eps, target_shape):
     assert_matches_smp(MCCLoss(eps=eps), smp_losses.MCCLoss(eps=eps), y_pred, y_true)
 
 
+SOFTMAX_FOCAL_CASES: list[dict[str, Any]] = [
+    {},
+    {"gamma": 0.0},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+    {"reduction": "batchwise_mean"},
+    {"normalized": True},
+    {"reduced_threshold": 0.5},
+]
+
+
+@pytest.mark.smp
+@pytest.mark.parametrize("kwargs", SOFTMAX_FOCAL_CASES, ids=lambda kw: str(kw) if kw else "defaults")
+def test_softmax_focal_loss_with_logits_matches_smp(kwargs):
+    from segmentation_models_pytorch.losses import _functional as theirs
+
+    from segexport.losses import _functional as ours
+
+    y_pred, y_true = make_inputs(MULTICLASS_MODE)
+    assert_matches_smp(
+        lambda p, t: ours.softmax_focal_loss_with_logits(p, t, **kwargs),
+        lambda p, t: theirs.softmax_focal_loss_with_logits(p, t, **kwargs),
+        y_pred,
+        y_true,
+    )
+
+
+@pytest.mark.smp
+@pytest.mark.parametrize("kwargs", [{}, {"reduction": "sum"}, {"reduction": "none"}, {"width": 2, "curvature": 1.0}], ids=str)
+def test_wing_loss_matches_smp(kwargs):
+    from segmentation_models_pytorch.losses import _functional as theirs
+
+    from segexport.losses import _functional as ours
+
+    torch.manual_seed(0)
+    y_pred, y_true = torch.randn(2, 3, 8, 8) * 6, torch.randn(2, 3, 8, 8) * 6  # errors on both sides of width
+    assert_matches_smp(
+        lambda p, t: ours.wing_loss(p, t, **kwargs), lambda p, t: theirs.wing_loss(p, t, **kwargs), y_pred, y_true
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "expected"),
+    [
+        (torch.tensor([1, 2]), torch.float32, torch.tensor([1.0, 2.0])),
+        ([1, 2, 3], None, torch.tensor([1, 2, 3])),
+        ((0.5, 1.5), torch.float64, torch.tensor([0.5, 1.5], dtype=torch.float64)),
+    ],
+    ids=["tensor", "list", "tuple"],
+)
+def test_to_tensor_converts_like_smp(value, dtype, expected):
+    import numpy as np
+
+    from segexport.losses._functional import to_tensor
+
+    for given in (value, np.asarray(value)) if not isinstance(value, torch.Tensor) else (value,):
+        got = to_tensor(given, dtype)
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+    with pytest.raises(InvalidInputError, match="to_tensor takes a tensor, NumPy array, list or tuple; got a str"):
+        to_tensor("1, 2")
+
+
 @pytest.mark.smp
 @pytest.mark.parametrize("mode", [BINARY_MODE, MULTILABEL_MODE])
 def test_focal_multilabel_ignore_index_masks_each_channel(smp_losses, mode):

@@ -2,24 +2,25 @@
 
 from .export_mode import export_mode, is_exporting
 from .heads import ClassificationHead, SegmentationHead, make_classification_head
-from .model import SegmentationModel, check_common_args, check_decoder_channels
+from .model import DEPRECATED_KEYWORDS_REMOVAL, SegmentationModel, check_common_args, check_decoder_channels
 from .modules import (
     Activation,
     AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
     Attention,
     Conv2dReLU,
-    GlobalAvgPool2d,
     adaptive_avg_pool2d,
     get_norm_layer,
 )
 
 __all__ = [
+    "DEPRECATED_KEYWORDS_REMOVAL",
     "Activation",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
     "Attention",
     "ClassificationHead",
     "Conv2dReLU",
-    "GlobalAvgPool2d",
     "SegmentationHead",
     "SegmentationModel",
     "adaptive_avg_pool2d",

@@ -35,3 +35,14 @@ def is_exporting() -> bool:
         return True
     compiler_is_exporting = getattr(torch.compiler, "is_exporting", None)
     return bool(compiler_is_exporting and compiler_is_exporting())
+
+
+def in_export_mode() -> bool:
+    """True inside :func:`export_mode` only: a segexport target is exporting.
+
+    Layer swaps that change float rounding (plain attention instead of fused
+    kernels) key on this, not on :func:`is_exporting`: a user's own
+    ``torch.export``/``torch.jit.trace`` of the model then records exactly the
+    eager computation, as with SMP.
+    """
+    return _EXPORTING.get()

@@ -9,7 +9,7 @@ from torch import nn
 
 from segexport.errors import InvalidInputError, closest
 
-from .modules import Activation, GlobalAvgPool2d
+from .modules import Activation, AdaptiveAvgPool2d, AdaptiveMaxPool2d
 
 
 class SegmentationHead(nn.Sequential):
@@ -30,16 +30,15 @@ class SegmentationHead(nn.Sequential):
         super().__init__(conv, up, Activation(activation))
 
 
-class GlobalMaxPool2d(nn.Module):
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return x.amax(dim=(2, 3), keepdim=True)
-
-
 AUX_KEYS = ("classes", "pooling", "dropout", "activation")
 
 
 class ClassificationHead(nn.Sequential):
-    """Global pooling ('avg' | 'max') → flatten → dropout → linear → activation."""
+    """Global pooling ('avg' | 'max') → flatten → dropout → linear → activation.
+
+    The pooling layers are (subclasses of) ``nn.AdaptiveAvgPool2d(1)`` / ``nn.AdaptiveMaxPool2d(1)``,
+    as in SMP, so code that inspects or replaces ``head[0]`` works unchanged.
+    """
 
     def __init__(
         self,
@@ -53,7 +52,7 @@ class ClassificationHead(nn.Sequential):
             raise InvalidInputError(
                 f"Unknown aux_params pooling {pooling!r}; allowed: 'avg', 'max'.{closest(str(pooling), ['avg', 'max'])}"
             )
-        pool = GlobalAvgPool2d() if pooling == "avg" else GlobalMaxPool2d()
+        pool: nn.Module = AdaptiveAvgPool2d(1) if pooling == "avg" else AdaptiveMaxPool2d(1)
         drop: nn.Module = nn.Dropout(p=dropout, inplace=True) if dropout else nn.Identity()
         super().__init__(pool, nn.Flatten(), drop, nn.Linear(in_channels, classes, bias=True), Activation(activation))
 

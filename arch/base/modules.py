@@ -98,7 +98,7 @@ class SCSEModule(nn.Module):
     def __init__(self, in_channels: int, reduction: int = 16) -> None:
         super().__init__()
         self.cSE = nn.Sequential(
-            GlobalAvgPool2d(),
+            AdaptiveAvgPool2d(1),
             nn.Conv2d(in_channels, in_channels // reduction, 1),
             nn.ReLU(inplace=True),
             nn.Conv2d(in_channels // reduction, in_channels, 1),
@@ -220,19 +220,29 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | tuple[int, int]) -> 
     return _window_means(_window_means(x, 2, out_h), 3, out_w)
 
 
-class AdaptiveAvgPool2d(nn.Module):
-    """Drop-in for ``nn.AdaptiveAvgPool2d`` that exports for any input size."""
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` (a subclass, so code that looks for SMP's layer finds it) that exports for any input size.
 
-    def __init__(self, output_size: int | tuple[int, int]) -> None:
-        super().__init__()
-        self.output_size = output_size
+    TorchScript compiles the plain ``F.adaptive_avg_pool2d`` path: a scripted
+    model runs the same kernel as eager.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.adaptive_avg_pool2d(x, self.output_size)
         return adaptive_avg_pool2d(x, self.output_size)
 
 
-class GlobalAvgPool2d(nn.Module):
-    """Mean over H and W keeping dims: exports as one ReduceMean."""
+class AdaptiveMaxPool2d(nn.AdaptiveMaxPool2d):
+    """``nn.AdaptiveMaxPool2d`` to 1x1 (the aux head's ``pooling='max'``), exported as one ReduceMax.
+
+    Only a global output is supported: it is the one size SMP builds it with.
+    """
+
+    def __init__(self, output_size: int = 1) -> None:
+        if output_size not in (1, (1, 1)):
+            raise InvalidInputError(f"AdaptiveMaxPool2d here pools globally only (output_size 1); got {output_size!r}.")
+        super().__init__(output_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return adaptive_avg_pool2d(x, 1)
+        return x.amax(dim=(2, 3), keepdim=True)

@@ -8,12 +8,15 @@ Any timm backbone is available as ``tu-<timm name>`` without registration.
 from __future__ import annotations
 
 import copy
+import functools
 import os
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from segexport.errors import InvalidInputError, unknown
+from segexport.errors import InvalidInputError, UnknownNameError, unknown
 
 from ._base import EncoderEntry
 from .densenet import densenet_encoders
@@ -29,9 +32,11 @@ from .resnet import resnet_encoders
 from .senet import senet_encoders
 from .timm_efficientnet import timm_efficientnet_encoders
 from .timm_sknet import timm_sknet_encoders
+from .timm_universal import TimmUniversalEncoder, create_timm_encoder, timm_pretrained_settings
+from .timm_vit import TimmViTEncoder
 from .vgg import vgg_encoders
+from .weights import PretrainedSettings, fetch_pretrained, load_state_dict_file, preprocess_input
 from .xception import xception_encoders
-from .weights import PretrainedSettings, fetch_pretrained, load_state_dict_file
 
 TIMM_PREFIX = "tu-"
 
@@ -77,9 +82,15 @@ def list_encoders() -> list[str]:
     return sorted(ENCODERS)
 
 
+def get_encoder_names() -> list[str]:
+    """Registered encoder names in registration order, as SMP's ``get_encoder_names``."""
+    return list(ENCODERS)
+
+
 def get_entry(name: str) -> EncoderEntry:
     if name not in ENCODERS:
-        raise unknown("encoder", name, [*ENCODERS, "tu-<any timm model>"])
+        # A KeyError too, as SMP raises for an unknown encoder.
+        raise UnknownNameError(*unknown("encoder", name, [*ENCODERS, "tu-<any timm model>"]).args)
     return ENCODERS[name]
 
 
@@ -98,8 +109,6 @@ def get_encoder(
     """
     name = renamed_encoder(name)
     if name.startswith(TIMM_PREFIX):
-        from .timm_universal import create_timm_encoder
-
         return create_timm_encoder(
             name[len(TIMM_PREFIX) :],
             in_channels=in_channels,
@@ -110,9 +119,12 @@ def get_encoder(
         )
     entry = get_entry(name)
     if kwargs:
-        raise InvalidInputError(
-            f"Encoder {name!r} takes no extra keyword arguments; got {', '.join(sorted(kwargs))} "
-            f"(extra encoder kwargs apply to 'tu-' encoders only)."
+        # SMP passes extra keywords to timm encoders only and ignores them here; so do we, but say so.
+        warnings.warn(
+            f"Encoder {name!r} ignores the keyword arguments {', '.join(sorted(kwargs))}: extra encoder "
+            "keywords apply to 'tu-' (timm) encoders only.",
+            UserWarning,
+            stacklevel=2,
         )
     max_depth = getattr(entry.cls, "max_depth", 5)
     if not isinstance(depth, int) or not 1 <= depth <= max_depth:
@@ -140,14 +152,14 @@ def _resolve_weights(name: str, entry: EncoderEntry, weights: str | bool | None)
     if isinstance(weights, str) and weights in entry.pretrained:
         return fetch_pretrained(entry.pretrained[weights])
     allowed = [*entry.pretrained, "None", "<path to a local state_dict>"]
-    raise unknown(f"encoder_weights for encoder {name!r}", weights, allowed)
+    raise UnknownNameError(*unknown(f"encoder_weights for encoder {name!r}", weights, allowed).args)
 
 
 def load_encoder_state_dict(encoder: nn.Module, state_dict: dict, source: str) -> None:
     """Load encoder weights strictly, ignoring a classifier the encoder does not have."""
     state_dict = {k.removeprefix("encoder."): v for k, v in state_dict.items()}
     own = encoder.state_dict()
-    dropped = {k for k in state_dict if k not in own and k.split(".")[0] in ("fc", "classifier", "head", "_fc")}
+    dropped = {k for k in state_dict if k not in own and k.split(".")[0] in ("fc", "classifier", "head", "_fc", "last_linear", "linear")}
     state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -162,8 +174,6 @@ def get_pretrained_settings(name: str, weights: str | None = "imagenet") -> Pret
     """Normalization settings for ``name``: its registered weights, timm's config, or ImageNet's."""
     name = renamed_encoder(name)
     if name.startswith(TIMM_PREFIX):
-        from .timm_universal import timm_pretrained_settings
-
         return timm_pretrained_settings(name[len(TIMM_PREFIX) :])
     entry = get_entry(name)
     if isinstance(weights, str) and weights in entry.pretrained:
@@ -173,13 +183,53 @@ def get_pretrained_settings(name: str, weights: str | None = "imagenet") -> Pret
     return PretrainedSettings()
 
 
+def get_preprocessing_params(encoder_name: str, pretrained: str = "imagenet") -> dict[str, Any]:
+    """How inputs must be normalised for ``encoder_name``'s ``pretrained`` weights, as SMP's dict.
+
+    ``{"input_space": "RGB", "input_range": [0, 1], "mean": [...], "std": [...]}``, read from the
+    registry (SMP downloads it from the hub; this needs no network). ``tu-`` encoders take timm's
+    config of the model (its pretrained tag, if the name has one).
+    """
+    name = renamed_encoder(encoder_name)
+    if name.startswith(TIMM_PREFIX):
+        import timm
+
+        timm_name = name[len(TIMM_PREFIX) :]
+        settings = timm_pretrained_settings(timm_name)
+        if not timm.models.is_model_pretrained(timm_name.split(".", 1)[0]):
+            raise InvalidInputError(f"timm model {timm_name!r} has no pretrained weights, so no preprocessing parameters.")
+    else:
+        entry = get_entry(name)
+        if pretrained not in entry.pretrained:
+            allowed = list(entry.pretrained) or ["none: this encoder has no pretrained weights"]
+            raise unknown(f"pretrained weights for encoder {name!r}", pretrained, allowed)
+        settings = entry.pretrained[pretrained]
+    return {
+        "input_space": settings.input_space,
+        "input_range": list(settings.input_range),
+        "mean": list(settings.mean),
+        "std": list(settings.std),
+    }
+
+
+def get_preprocessing_fn(encoder_name: str, pretrained: str = "imagenet") -> Callable[..., Any]:
+    """:func:`preprocess_input` bound to :func:`get_preprocessing_params` of ``encoder_name``, as in SMP."""
+    return functools.partial(preprocess_input, **get_preprocessing_params(encoder_name, pretrained=pretrained))
+
+
 __all__ = [
     "ENCODERS",
     "EncoderEntry",
     "PretrainedSettings",
+    "TimmUniversalEncoder",
+    "TimmViTEncoder",
     "get_encoder",
+    "get_encoder_names",
+    "get_preprocessing_fn",
+    "get_preprocessing_params",
     "get_pretrained_settings",
     "list_encoders",
     "load_encoder_state_dict",
+    "preprocess_input",
     "register_encoder",
 ]

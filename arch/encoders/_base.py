@@ -32,7 +32,17 @@ class EncoderEntry:
 
 
 class EncoderMixin:
-    """Mixed into native encoders; subclasses set ``_out_channels`` and implement ``get_stages``."""
+    """Mixed into native encoders; subclasses set ``_out_channels`` and implement ``get_stages``.
+
+    The ``_is_torch_*`` flags are SMP's capability declarations (True unless an encoder
+    family overrides them, e.g. one TorchScript cannot compile).
+    """
+
+    _is_torch_scriptable: bool = True
+    _is_torch_exportable: bool = True
+    _is_torch_compilable: bool = True
+    # Python-side properties: TorchScript need not compile them (forward reads the plain attributes).
+    __jit_unused_properties__ = ["out_channels", "depth", "in_channels", "output_stride"]
 
     _out_channels: list[int]
     _depth: int = 5

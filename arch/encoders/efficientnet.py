@@ -87,7 +87,8 @@ class SamePadConv2d(nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.static_padding(x))
+        # nn.Conv2d's own kernel call (TorchScript cannot compile super().forward).
+        return self._conv_forward(self.static_padding(x), self.weight, self.bias)
 
 
 def drop_connect(x: torch.Tensor, rate: float) -> torch.Tensor:
@@ -132,7 +133,8 @@ class MBConvBlock(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
-        if self._has_expansion:
+        # hasattr, not the _has_expansion flag: TorchScript resolves it when compiling (the layers exist or not).
+        if hasattr(self, "_expand_conv"):
             x = self._swish(self._bn0(self._expand_conv(x)))
         x = self._swish(self._bn1(self._depthwise_conv(x)))
         # Global mean instead of adaptive pooling: one ReduceMean in every exporter.
@@ -206,10 +208,12 @@ class EfficientNetEncoder(nn.Module, EncoderMixin):
             features.append(x)
         if self._depth >= 2:
             last = self._out_indexes[self._depth - 2]
-            for i, block in enumerate(self._blocks[: last + 1]):
-                x = block(x)
-                if i in self._out_indexes:
-                    features.append(x)
+            # The whole module list with a runtime guard (not a slice): TorchScript unrolls this loop.
+            for i, block in enumerate(self._blocks):
+                if i <= last:
+                    x = block(x)
+                    if i in self._out_indexes:
+                        features.append(x)
         return features
 
 

@@ -195,6 +195,8 @@ class MixVisionTransformerEncoder(nn.Module, EncoderMixin):
         depth: int = 5,
     ) -> None:
         super().__init__()
+        #: Blocks per stage (SMP's attribute).
+        self.depths = list(depths)
         self._out_channels = list(out_channels)
         self._depth = depth
         self._in_channels = 3
@@ -230,12 +232,36 @@ class MixVisionTransformerEncoder(nn.Module, EncoderMixin):
         # The stride-2 level is an empty view sliced from the input: no device or batch
         # is baked in, and since no decoder consumes it, it vanishes from exported graphs.
         features = [x, x[:, :0, 1::2, 1::2]]
-        stages = ((self.patch_embed1, self.block1, self.norm1), (self.patch_embed2, self.block2, self.norm2),
-                  (self.patch_embed3, self.block3, self.norm3), (self.patch_embed4, self.block4, self.norm4))
-        for embed, blocks, norm in stages[: max(self._depth - 1, 0)]:
-            x = norm(blocks(embed(x))).contiguous()
-            features.append(x)
+        stages = self.forward_features(x, self._depth - 1)
+        features.extend(stages)
         return features[: self._depth + 1]
+
+    def forward_features(self, x: torch.Tensor, stages: int = 4) -> list[torch.Tensor]:
+        """The first ``stages`` stage outputs (strides 4, 8, 16, 32), NCHW, as SMP's ``forward_features``.
+
+        One branch per stage: TorchScript compiles this as written.
+        """
+        features: list[torch.Tensor] = []
+        if stages >= 1:
+            x = self.norm1(self.block1(self.patch_embed1(x))).contiguous()
+            features.append(x)
+        if stages >= 2:
+            x = self.norm2(self.block2(self.patch_embed2(x))).contiguous()
+            features.append(x)
+        if stages >= 3:
+            x = self.norm3(self.block3(self.patch_embed3(x))).contiguous()
+            features.append(x)
+        if stages >= 4:
+            x = self.norm4(self.block4(self.patch_embed4(x))).contiguous()
+            features.append(x)
+        return features
+
+    def reset_drop_path(self, drop_path_rate: float) -> None:
+        """Set stochastic depth to grow linearly from 0 to ``drop_path_rate`` over all blocks (SMP's method)."""
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        blocks = [block for stage in (self.block1, self.block2, self.block3, self.block4) for block in stage]
+        for block, rate in zip(blocks, rates):
+            block.drop_path = DropPath(rate) if rate > 0 else nn.Identity()
 
 
 def _hub(name: str, revision: str) -> dict:

@@ -23,7 +23,7 @@ class MobileNetV2Encoder(MobileNetV2, EncoderMixin):
         self._in_channels = 3
         self._output_stride = 32
         # The last layer of each resolution in ``features`` (strides 2, 4, 8, 16, 32).
-        self._out_indexes = (1, 3, 6, 13, len(self.features) - 1)
+        self._out_indexes = [1, 3, 6, 13, len(self.features) - 1]
         del self.classifier
 
     def get_stages(self) -> dict[int, Sequence[nn.Module]]:
@@ -32,10 +32,12 @@ class MobileNetV2Encoder(MobileNetV2, EncoderMixin):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [x]
         last = self._out_indexes[self._depth - 1]
-        for i, layer in enumerate(self.features[: last + 1]):
-            x = layer(x)
-            if i in self._out_indexes:
-                features.append(x)
+        # The whole Sequential with a runtime guard (not a slice): TorchScript unrolls this loop.
+        for i, layer in enumerate(self.features):
+            if i <= last:
+                x = layer(x)
+                if i in self._out_indexes:
+                    features.append(x)
         return features
 
 

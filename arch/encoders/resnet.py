@@ -29,13 +29,22 @@ class ResNetEncoder(ResNet, EncoderMixin):
         return {16: [self.layer3], 32: [self.layer4]}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # One branch per stage (not a loop over a tuple of modules): TorchScript compiles this as written.
         features = [x]
         if self._depth >= 1:
             x = self.relu(self.bn1(self.conv1(x)))
             features.append(x)
-        stages = (nn.Sequential(self.maxpool, self.layer1), self.layer2, self.layer3, self.layer4)
-        for stage in stages[: self._depth - 1]:
-            x = stage(x)
+        if self._depth >= 2:
+            x = self.layer1(self.maxpool(x))
+            features.append(x)
+        if self._depth >= 3:
+            x = self.layer2(x)
+            features.append(x)
+        if self._depth >= 4:
+            x = self.layer3(x)
+            features.append(x)
+        if self._depth >= 5:
+            x = self.layer4(x)
             features.append(x)
         return features
 

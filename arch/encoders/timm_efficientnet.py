@@ -68,7 +68,7 @@ class TimmEfficientNetEncoder(EfficientNet, EncoderMixin):
     stages 1, 2, 4 and 6 (counting from 0).
     """
 
-    # Stage groups producing the stride 4, 8, 16 and 32 features.
+    # Stage groups producing the stride 4, 8, 16 and 32 features: stages 0-1, 2, 3-4, 5-6.
     _GROUPS = ((0, 2), (2, 3), (3, 5), (5, 7))
 
     def __init__(
@@ -86,6 +86,8 @@ class TimmEfficientNetEncoder(EfficientNet, EncoderMixin):
         self._output_stride = 32
         # conv_head/bn2 stay although unused: they are in SMP's encoder state_dict.
         del self.classifier
+        #: Index of the stage after which each feature (strides 4, 8, 16, 32) is taken.
+        self._feature_stages = [end - 1 for _, end in self._GROUPS]
 
     def get_stages(self) -> dict[int, Sequence[nn.Module]]:
         return {16: [self.blocks[3:5]], 32: [self.blocks[5:]]}
@@ -95,10 +97,13 @@ class TimmEfficientNetEncoder(EfficientNet, EncoderMixin):
         if self._depth >= 1:
             x = self.bn1(self.conv_stem(x))  # timm's BatchNormAct2d applies the activation
             features.append(x)
-        for start, end in self._GROUPS[: self._depth - 1]:
-            for stage in self.blocks[start:end]:
+        last = self._feature_stages[self._depth - 2] if self._depth >= 2 else -1
+        # The whole stage list with a runtime guard (not slices): TorchScript unrolls this loop.
+        for i, stage in enumerate(self.blocks):
+            if i <= last:
                 x = stage(x)
-            features.append(x)
+                if i in self._feature_stages:
+                    features.append(x)
         return features
 
 

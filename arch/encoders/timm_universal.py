@@ -19,7 +19,7 @@ Backbones whose features all share one stride (ViT, DeiT, EVA...) have no pyrami
 they are DPT's encoders, see :mod:`.timm_vit`.
 
 Models are built as timm (and SMP) build them, so eager outputs match SMP exactly,
-fused attention kernels included. While a target exports (:func:`is_exporting`),
+fused attention kernels included. While a target exports (:func:`in_export_mode`),
 timm's attention modules take their plain matmul/softmax path for that forward
 (:func:`export_friendly_attention`): exported graphs hold no fused attention op.
 """
@@ -38,7 +38,7 @@ from torch import nn
 
 from segexport.errors import InvalidInputError, closest, unknown
 
-from ..base.export_mode import is_exporting
+from ..base.export_mode import in_export_mode
 from .weights import PretrainedSettings, load_state_dict_file
 
 #: create_model arguments the encoder sets itself; passing them as encoder kwargs is an error.
@@ -53,15 +53,16 @@ MAX_DEPTH = 5
 
 @contextlib.contextmanager
 def export_friendly_attention(model: nn.Module) -> Iterator[None]:
-    """While exporting, run timm's attention modules as plain matmul/softmax.
+    """While a segexport target exports (:func:`in_export_mode`), run timm's attention modules as plain matmul/softmax.
 
     timm picks ``F.scaled_dot_product_attention`` per module at construction
     (``fused_attn``), as SMP gets it; the two paths agree up to float rounding.
     Switching only for the exported forward keeps eager parity with SMP and keeps
     fused kernels out of graphs (an ONNX Attention op is not something every runtime
-    takes). Outside export this is a no-op.
+    takes). Outside export mode this is a no-op: a user's own ``torch.export`` keeps
+    the fused kernel and so matches eager to the last bit, as SMP's does.
     """
-    if not is_exporting():
+    if not in_export_mode():
         yield
         return
     switched = [m for m in model.modules() if getattr(m, "fused_attn", None) is True]
@@ -289,6 +290,12 @@ class TimmUniversalEncoder(nn.Module):
     empty tensor no decoder consumes.
     """
 
+    # SMP's capability flags (as SMP's TimmUniversalEncoder declares them).
+    _is_torch_scriptable: bool = True
+    _is_torch_exportable: bool = True
+    _is_torch_compilable: bool = True
+    __jit_unused_properties__ = ["out_channels", "depth", "in_channels", "output_stride"]
+
     def __init__(
         self,
         name: str,
@@ -341,14 +348,18 @@ class TimmUniversalEncoder(nn.Module):
         return min(self._output_stride, 2**self._depth)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        with export_friendly_attention(self.model):
-            features = list(self.model(x))
+        if torch.jit.is_scripting():  # TorchScript compiles no context managers; export mode never scripts
+            features = self.model(x)
+        else:
+            with export_friendly_attention(self.model):
+                features = list(self.model(x))
         if self._channels_last:
             features = [f.permute(0, 3, 1, 2).contiguous() for f in features]
         if self._stride2_missing:
             # An empty view of the input: no device or batch is baked in, and no decoder consumes it.
             features.insert(0, x[:, :0, 1::2, 1::2])
-        return [x, *features]
+        features.insert(0, x)
+        return features
 
 
 def _probe_features(name: str, kwargs: dict[str, Any]) -> nn.Module:

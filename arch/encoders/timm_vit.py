@@ -75,6 +75,12 @@ def _check_output_indices(output_indices: Sequence[int], total_blocks: int, dept
 class TimmViTEncoder(nn.Module):
     """Features of ``depth`` transformer blocks of a timm ViT, plus their prefix tokens (see module docstring)."""
 
+    # SMP's capability flags: timm's forward_intermediates is not TorchScript-compatible.
+    _is_torch_scriptable: bool = False
+    _is_torch_exportable: bool = True
+    _is_torch_compilable: bool = True
+    __jit_unused_properties__ = ["depth", "in_channels", "output_indices"]
+
     def __init__(
         self,
         name: str,

@@ -7,8 +7,10 @@ runs pickled code.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,3 +82,30 @@ def fetch_pretrained(settings: PretrainedSettings) -> dict[str, torch.Tensor]:
     if settings.url:
         return torch.hub.load_state_dict_from_url(settings.url, map_location="cpu", weights_only=True, progress=False)
     raise InvalidInputError("These pretrained settings name neither a hub repo nor a URL.")
+
+
+def preprocess_input(
+    x: Any,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_space: str = "RGB",
+    input_range: Sequence[float] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Normalise an HWC image array as the encoder's pretrained weights expect (SMP's ``preprocess_input``).
+
+    Channels are reversed for ``input_space="BGR"``; values above 1 are scaled by 1/255 when the
+    weights want a [0, 1] range; then ``(x - mean) / std`` over the last axis. Extra keywords are
+    ignored, so the dict of ``get_preprocessing_params`` can be passed as is.
+    """
+    import numpy as np
+
+    if input_space == "BGR":
+        x = x[..., ::-1].copy()
+    if input_range is not None and x.max() > 1 and input_range[1] == 1:
+        x = x / 255.0
+    if mean is not None:
+        x = x - np.array(mean)
+    if std is not None:
+        x = x / np.array(std)
+    return x

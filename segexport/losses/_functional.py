@@ -6,7 +6,9 @@ rounding; the few places where SMP returns NaN or crashes are called out in the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,26 @@ __all__ = [
     "soft_dice_score",
     "soft_jaccard_score",
     "soft_tversky_score",
+    "softmax_focal_loss_with_logits",
+    "to_tensor",
+    "wing_loss",
 ]
+
+
+def to_tensor(x: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A tensor from a tensor, NumPy array, list or tuple, cast to ``dtype`` when given (SMP's helper).
+
+    Other types raise :class:`InvalidInputError` (SMP returns None for them).
+    """
+    if isinstance(x, torch.Tensor):
+        tensor = x
+    elif isinstance(x, (list, tuple)) or type(x).__module__ == "numpy":
+        import numpy as np
+
+        tensor = torch.from_numpy(np.asarray(x))
+    else:
+        raise InvalidInputError(f"to_tensor takes a tensor, NumPy array, list or tuple; got a {type(x).__name__}.")
+    return tensor.type(dtype) if dtype is not None else tensor
 
 
 def soft_tversky_score(
@@ -122,6 +143,69 @@ def focal_loss_with_logits(
         return loss.sum()
     if reduction == "batchwise_mean":
         return loss.sum(0)
+    return loss
+
+
+def softmax_focal_loss_with_logits(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float = 2.0,
+    reduction: str | None = "mean",
+    normalized: bool = False,
+    reduced_threshold: float | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Multi-class focal loss on logits: softmax cross-entropy scaled by ``(1 - pt) ** gamma`` per pixel.
+
+    Args:
+        output: logits ``(B, C, *)``, as for ``nn.CrossEntropyLoss``.
+        target: int64 class ids ``(B, *)``.
+        gamma, reduction, normalized, reduced_threshold, eps: as :func:`focal_loss_with_logits`
+            (``reduction='none'`` returns the per-pixel loss, ``target``'s shape).
+    """
+    if output.dim() != target.dim() + 1 or output.shape[:1] + output.shape[2:] != target.shape:
+        raise InvalidInputError(
+            f"output {fmt(output.shape)} must be (B, C, *) logits and target {fmt(target.shape)} (B, *) class ids."
+        )
+    logpt = F.nll_loss(F.log_softmax(output, dim=1), target, reduction="none")
+    pt = torch.exp(-logpt)
+    if reduced_threshold is None:
+        focal_term = (1.0 - pt).pow(gamma)
+    else:
+        focal_term = ((1.0 - pt) / reduced_threshold).pow(gamma)
+        focal_term = torch.where(pt < reduced_threshold, torch.ones_like(focal_term), focal_term)
+    loss = focal_term * logpt
+    if normalized:
+        loss = loss / focal_term.sum().clamp_min(eps)
+    if reduction == "mean":
+        return loss.mean() if loss.numel() else loss.sum() * 0.0
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "batchwise_mean":
+        return loss.sum(0)
+    return loss
+
+
+def wing_loss(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    width: float = 5,
+    curvature: float = 0.5,
+    reduction: str | None = "mean",
+) -> torch.Tensor:
+    """Wing loss (arXiv:1711.06753): logarithmic for errors below ``width``, L1 shifted to stay continuous above.
+
+    ``reduction``: 'mean', 'sum', or 'none'/None (element-wise, ``output``'s shape).
+    """
+    if output.shape != target.shape:
+        raise InvalidInputError(f"output {fmt(output.shape)} and target {fmt(target.shape)} must have the same shape.")
+    error = (target - output).abs()
+    offset = width - width * math.log(1 + width / curvature)
+    loss = torch.where(error < width, width * torch.log1p(error / curvature), error - offset)
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean()
     return loss
 
 

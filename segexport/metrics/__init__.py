@@ -29,6 +29,8 @@ from .scores import (
 )
 from .stats import get_stats
 
+from . import functional  # SMP's module path: smp.metrics.functional.iou_score
+
 __all__ = [
     "get_stats",
     "fbeta_score",
