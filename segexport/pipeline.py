@@ -169,8 +169,9 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
         model, arguments = create_from_request(req)
         model.check_input_shape(torch.empty(req.batch, req.in_channels, req.height, req.width, device="meta"))
     policy = ParityPolicy.for_build(
-        req.precision, atol=req.atol, rtol=req.rtol, activation=arguments.get("activation"), seed=req.seed
-    )
+        req.precision, atol=req.atol, rtol=req.rtol, activation=arguments.get("activation"), seed=req.seed,
+        inputs="held-out" if req.precision == "int8" else None,
+    )  # fmt: skip
     spec = ExportSpec(
         batch=req.batch,
         in_channels=req.in_channels,
@@ -204,10 +205,10 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
 
     with steps("reference", "run eager PyTorch on the judged inputs"):
         if req.precision == "int8":
-            # int8 is judged on real images: agreement and IoU over the calibration set.
-            from segexport.calibration import calibration_inputs
+            # int8 is judged on real images it was not calibrated on: the held-out split of --calib, or --val.
+            from segexport.calibration import validation_inputs
 
-            inputs = calibration_inputs(spec)
+            inputs = validation_inputs(spec)
         else:
             inputs = seeded_inputs(spec.parity_shapes(), req.seed)
         with torch.no_grad():

@@ -18,6 +18,7 @@ import typer
 from segexport.arguments import parse_arch_args
 from segexport.errors import InvalidInputError, SegexportError, unknown
 from segexport.names import check_architecture, check_encoder, check_target
+from segexport.cli import eval as eval_command
 from segexport.cli import matrix as matrix_command
 
 app = typer.Typer(
@@ -61,6 +62,12 @@ def build(
     calib_count: int = typer.Option(32, "--calib-count", help="Calibration images to use."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile."),
     calib_cache: Optional[str] = typer.Option(None, "--calib-cache", help="File caching calibration ranges (default beside the bundle)."),
+    val: Optional[str] = typer.Option(
+        None, "--val", help="int8 is judged on these images (default: a fixed held-out split of --calib, never calibrated on)."
+    ),
+    int8_fallback: str = typer.Option(
+        "on", "--int8-fallback", help="on: keep the fewest int8-hostile layers in float until the held-out budget holds; off: never."
+    ),
     min_shape: Optional[str] = typer.Option(None, "--min-shape", help="TensorRT profile minimum, e.g. 1x3x256x256 (with --dynamic)."),
     opt_shape: Optional[str] = typer.Option(None, "--opt-shape", help="TensorRT profile optimum shape (with --dynamic)."),
     max_shape: Optional[str] = typer.Option(None, "--max-shape", help="TensorRT profile maximum shape (with --dynamic)."),
@@ -105,6 +112,8 @@ def build(
             "calib_count": calib_count,
             "calib_method": calib_method,
             "calib_cache": calib_cache,
+            "val": val,
+            "int8_fallback": int8_fallback,
             "min_shape": min_shape,
             "opt_shape": opt_shape,
             "max_shape": max_shape,
@@ -133,6 +142,10 @@ def verify(
     expect_digest: Optional[str] = typer.Option(
         None, "--expect-digest", help="Refuse the bundle unless its manifest digest is this one (as `build` printed it)."
     ),
+    locate: bool = typer.Option(
+        False, "--locate", help="Also compare every layer with the eager model and print the first ones past tolerance."
+    ),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="With --locate: the weights the bundle was built from."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check the manifest's digest and every file's sha256, then re-run parity under the stored policy.
@@ -142,6 +155,11 @@ def verify(
     from segexport.pipeline import verify as run_verify
 
     result = run_verify(bundle, expect_digest=expect_digest)
+    if locate and not result.bad_files:
+        from segexport.locate import format_locate
+        from segexport.locate import locate as run_locate
+
+        typer.echo(format_locate(run_locate(bundle, checkpoint=checkpoint)), err=True)
     if as_json:
         typer.echo(
             json.dumps(
@@ -246,6 +264,7 @@ def list_(what: str = typer.Argument(..., help="archs | encoders | targets")) ->
 
 
 app.command("matrix")(matrix_command.matrix)
+app.command("eval")(eval_command.eval_command)
 
 
 def main(argv: list[str] | None = None) -> None:
