@@ -39,6 +39,8 @@ class BuildRequest:
     encoder: str
     target: str = "onnx"
     checkpoint: str | None = None
+    #: Where the weights came from when not a plain file (a save_pretrained folder, a hub repo), for the manifest.
+    checkpoint_source: str | None = None
     classes: int = 1
     in_channels: int = 3
     height: int = 512
@@ -76,6 +78,55 @@ def build(arch: str, encoder: str, target: str = "onnx", *, progress: Progress |
         allowed = sorted(set(inspect.signature(BuildRequest).parameters) - {"arch", "encoder", "target"})
         raise InvalidInputError(f"Unknown build option {unknown_opts[0]!r}; allowed: {', '.join(allowed)}.")
     return run_build(BuildRequest(arch=arch, encoder=encoder, target=target, **options), progress)
+
+
+def is_pretrained_source(checkpoint: str) -> bool:
+    """A save_pretrained folder, or a hub repo id (``user/name``) that names no local file."""
+    import re
+
+    path = Path(checkpoint)
+    return path.is_dir() or (not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", checkpoint) is not None
+                             and path.suffix not in (".pth", ".pt", ".ckpt", ".bin", ".safetensors"))  # fmt: skip
+
+
+def pretrained_fields(
+    source: str,
+    *,
+    arch: str | None = None,
+    encoder: str | None = None,
+    classes: int | None = None,
+    in_channels: int | None = None,
+    arch_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """BuildRequest fields from a save_pretrained folder or hub repo: its config.json decides; what is given must agree.
+
+    Returns arch, encoder, classes, in_channels, arch_args (every other constructor argument),
+    checkpoint (the weights file) and checkpoint_source.
+    """
+    from segexport.arch.registry import canonical_name
+    from segexport.pretrained import read_pretrained_config
+
+    config = read_pretrained_config(source)
+    args = dict(config.arguments)
+    args.pop("encoder_weights", None)  # the saved state_dict holds the encoder's weights
+    saved = {
+        "arch": config.architecture,
+        "encoder": args.pop("encoder_name", "resnet34"),
+        "classes": args.pop("classes", 1),
+        "in_channels": args.pop("in_channels", 3),
+    }
+    given = {"arch": canonical_name(arch) if arch else None, "encoder": encoder, "classes": classes, "in_channels": in_channels}
+    for key, value in given.items():
+        if value is not None and value != saved[key]:
+            raise InvalidInputError(
+                f"{key} {value!r} disagrees with {config.config_path}, which says {saved[key]!r}; leave it out or make it agree."
+            )
+    for key, value in dict(arch_args or {}).items():
+        if key in args and args[key] != value:
+            raise InvalidInputError(
+                f"--arch-arg {key}={value!r} disagrees with {config.config_path}, which says {args[key]!r}; leave it out."
+            )
+    return {**saved, "arch_args": {**args, **dict(arch_args or {})}, "checkpoint": str(config.weights), "checkpoint_source": config.source}
 
 
 def _check_request(req: BuildRequest) -> None:
@@ -310,6 +361,7 @@ def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report
             "stride": spec.stride,
             "output_names": list(spec.output_names),
             "checkpoint": os.path.basename(req.checkpoint) if req.checkpoint else None,
+            "checkpoint_source": req.checkpoint_source or (os.path.basename(req.checkpoint) if req.checkpoint else None),
             **result.extra,
         },
         "parity": report.to_dict(),

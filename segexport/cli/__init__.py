@@ -42,12 +42,16 @@ def _echo(msg: str, quiet: bool) -> None:
 
 @app.command()
 def build(
-    arch: str = typer.Argument(..., help="Architecture, e.g. unet, fpn, deeplabv3plus (see `segexport list archs`)."),
-    encoder: str = typer.Argument(..., help="Encoder, e.g. resnet34, mit_b0, tu-<timm model>."),
+    arch: Optional[str] = typer.Argument(
+        None, help="Architecture, e.g. unet, fpn, deeplabv3plus (see `segexport list archs`); from config.json with a pretrained --checkpoint."
+    ),
+    encoder: Optional[str] = typer.Argument(None, help="Encoder, e.g. resnet34, mit_b0, tu-<timm model>; likewise."),
     target: str = typer.Option("onnx", "--target", "-t", help="onnx | torchscript | trt | aoti."),
-    checkpoint: Optional[str] = typer.Option(None, help="Trained weights (.pth/.pt/.ckpt/.safetensors)."),
-    classes: int = typer.Option(1, help="Output mask channels (SMP default 1)."),
-    in_channels: int = typer.Option(3, "--in-channels", help="Input image channels."),
+    checkpoint: Optional[str] = typer.Option(
+        None, help="Trained weights (.pth/.pt/.ckpt/.safetensors), or a save_pretrained folder / hub repo (its config.json gives every argument)."
+    ),
+    classes: Optional[int] = typer.Option(None, help="Output mask channels (SMP default 1)."),
+    in_channels: Optional[int] = typer.Option(None, "--in-channels", help="Input image channels (default 3)."),
     height: int = typer.Option(512, help="Input height."),
     width: int = typer.Option(512, help="Input width."),
     batch: int = typer.Option(1, help="Batch size."),
@@ -85,19 +89,32 @@ def build(
     """Export ARCH with ENCODER to a validated bundle."""
     if fp16 and int8:
         raise InvalidInputError("--fp16 and --int8 exclude each other; choose one.")
-    check_architecture(arch)
-    check_encoder(encoder)
     check_target(target)
-    from segexport.pipeline import BuildRequest, run_build
+    from segexport.pipeline import BuildRequest, is_pretrained_source, pretrained_fields, run_build
+
+    arch_args = parse_arch_args(arch_arg)
+    pretrained: dict = {}
+    if checkpoint is not None and is_pretrained_source(checkpoint):
+        if arch is not None:
+            check_architecture(arch)
+        pretrained = pretrained_fields(
+            checkpoint, arch=arch, encoder=encoder, classes=classes, in_channels=in_channels, arch_args=arch_args
+        )
+    elif arch is None or encoder is None:
+        raise InvalidInputError("ARCH and ENCODER are needed (e.g. `segexport build unet resnet34`) unless --checkpoint is a save_pretrained folder or hub repo.")
+    else:
+        check_architecture(arch)
+        check_encoder(encoder)
 
     steps = itertools.count(1)
     req = BuildRequest(
-        arch=arch,
-        encoder=encoder,
+        arch=pretrained.get("arch", arch),
+        encoder=pretrained.get("encoder", encoder),
         target=target,
-        checkpoint=checkpoint,
-        classes=classes,
-        in_channels=in_channels,
+        checkpoint=pretrained.get("checkpoint", checkpoint),
+        checkpoint_source=pretrained.get("checkpoint_source"),
+        classes=pretrained.get("classes", 1 if classes is None else classes),
+        in_channels=pretrained.get("in_channels", 3 if in_channels is None else in_channels),
         height=height,
         width=width,
         batch=batch,
@@ -105,7 +122,7 @@ def build(
         encoder_depth=encoder_depth,
         aux_classes=aux_classes,
         activation=activation,
-        arch_args=parse_arch_args(arch_arg),
+        arch_args=pretrained.get("arch_args", arch_args),
         precision="fp16" if fp16 else "int8" if int8 else "fp32",
         calib=calib,
         target_options={
