@@ -191,7 +191,7 @@ def bench(
     """
     from contextlib import ExitStack
 
-    from segexport.bundle import Bundle
+    from segexport.bundle import Bundle, verify_hashes
     from segexport.targets.runners import runner_for, runtimes_for
 
     say = progress or (lambda _m: None)
@@ -200,6 +200,12 @@ def bench(
     if warmup < 0 or iters < 1:
         raise InvalidInputError(f"--warmup must be >= 0 and --iters >= 1; got {warmup} and {iters}.")
     bundle = Bundle.load(bundle_path)
+    changed = verify_hashes(bundle)  # a truncated or replaced artifact is named, not fed to a runtime
+    if changed:
+        raise InvalidInputError(
+            f"Bundle {str(bundle.path)!r}: {', '.join(changed)} changed since the build (sha256 mismatch); "
+            "rebuild it, or see `segexport verify`."
+        )
     m = bundle.manifest
     # "onnxruntime,openvino" and a repeated option both work; each runtime is timed once.
     names = list(dict.fromkeys(n.strip() for item in runtimes for n in item.split(",") if n.strip()))

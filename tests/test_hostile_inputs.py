@@ -104,15 +104,16 @@ def test_verify_of_a_changed_artifact_exits_2(bundle):
     assert proc.returncode == 2 and "files changed since the build: model.onnx" in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["verify", "bench"])
 @pytest.mark.parametrize("damage", ["truncated", "missing"])
-def test_verify_of_a_truncated_or_missing_artifact_exits_2_naming_it(bundle, damage):
+def test_a_truncated_or_missing_artifact_exits_2_naming_it(bundle, damage, command):
     artifact = bundle / "model.onnx"
     if damage == "missing":
         artifact.unlink()
     else:
         artifact.write_bytes(artifact.read_bytes()[:100])
-    proc = cli("verify", str(bundle))
-    assert proc.returncode == 2 and "model.onnx" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli(command, str(bundle), *(["--iters", "1", "--warmup", "0"] if command == "bench" else []))
+    assert proc.returncode == 2 and "model.onnx" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_verify_of_a_hand_loosened_tolerance_is_refused_as_tampered(bundle):
@@ -168,7 +169,7 @@ ESCAPES = {
 }
 
 
-@pytest.mark.parametrize("command", ["verify", "inspect"])
+@pytest.mark.parametrize("command", ["verify", "inspect", "bench"])
 @pytest.mark.parametrize("escape", list(ESCAPES))
 def test_manifest_paths_outside_the_bundle_are_refused(bundle, command, escape):
     edit_manifest(bundle, ESCAPES[escape], redigest=True)
@@ -190,7 +191,7 @@ def test_a_symlink_out_of_the_bundle_is_refused(bundle, tmp_path, command):
 # --------------------------------------------------------------------------- unreadable bundles
 
 
-@pytest.mark.parametrize("command", ["verify", "inspect"])
+@pytest.mark.parametrize("command", ["verify", "inspect", "bench"])
 @pytest.mark.parametrize(
     ("damage", "fragment"),
     [
