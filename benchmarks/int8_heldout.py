@@ -77,7 +77,7 @@ def run_row(arch: str, encoder: str, args: argparse.Namespace, work: Path, calib
     from segexport.calibration.quantize import quantize_onnx
     from segexport.calibration.sources import load_validation
     from segexport.errors import SegexportError
-    from segexport.evaluate import confusion, miou
+    from segexport.parity import confusion, miou
     from segexport.parity import class_masks, mean_iou
     from segexport.targets import ExportSpec
     from trained_model import train_checkpoint

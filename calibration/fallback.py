@@ -151,8 +151,7 @@ class HeldOutJudge:
 
     def judge(self, proto: Any) -> Judgement:
         """Agreement, mean IoU and logits error of ``proto`` over every held-out batch."""
-        from segexport.evaluate import confusion, miou
-        from segexport.parity import class_masks, mean_iou
+        from segexport.parity import class_masks, confusion, mean_iou, miou
 
         actual = self.run(proto.SerializeToString(), self.inputs)
         self.graphs_judged += 1

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from segexport.errors import InvalidInputError
+from segexport.parity import confusion, ious, miou
 
 #: Mask value that marks pixels without a label (the usual 255 of PNG label maps).
 IGNORE_INDEX = 255
@@ -87,26 +88,6 @@ class EvalReport:
             for record, score in zip(out["ground_truth"]["classes"], self.ground_truth.classes):
                 record["difference"] = score.difference
         return out
-
-
-def confusion(actual: np.ndarray, expected: np.ndarray, classes: int) -> np.ndarray:
-    """classes x classes counts: rows ``expected``, columns ``actual`` (pixels with ``expected`` >= classes skipped)."""
-    keep = expected < classes
-    index = expected[keep].astype(np.int64) * classes + actual[keep].astype(np.int64)
-    return np.bincount(index, minlength=classes * classes).reshape(classes, classes)
-
-
-def ious(matrix: np.ndarray) -> list[float | None]:
-    """IoU per class from a confusion matrix; None for a class in neither mask."""
-    inter = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - inter
-    return [float(i / u) if u > 0 else None for i, u in zip(inter, union)]
-
-
-def miou(matrix: np.ndarray) -> float:
-    """Mean IoU over the classes present in either mask (1.0 when there are none)."""
-    values = [v for v in ious(matrix) if v is not None]
-    return float(np.mean(values)) if values else 1.0
 
 
 def _image_mean_iou(actual: np.ndarray, expected: np.ndarray, classes: int) -> float:
