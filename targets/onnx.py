@@ -216,19 +216,20 @@ class OnnxTarget:
 
     def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
         path = out_dir / MODEL_FILE
-        exporter = export_onnx(model, spec, path)
+        extra: dict[str, Any] = {"exporter": export_onnx(model, spec, path)}
         files = [MODEL_FILE]
         if spec.precision == "int8":
             from segexport.calibration.quantize import quantize_onnx
 
             fp32_path = out_dir / "model.fp32.onnx"
             path.rename(fp32_path)
-            quantize_onnx(fp32_path, path, spec)
+            # The record: both image sets with their digests, and the layers kept in float.
+            extra["calibration"] = quantize_onnx(fp32_path, path, spec)
             files.append(fp32_path.name)
         if (out_dir / (MODEL_FILE + ".data")).exists():
             files.append(MODEL_FILE + ".data")
         inputs, outputs = onnx_io(path)
-        return ExportResult(artifact=MODEL_FILE, files=files, inputs=inputs, outputs=outputs, extra={"exporter": exporter})
+        return ExportResult(artifact=MODEL_FILE, files=files, inputs=inputs, outputs=outputs, extra=extra)
 
     def validate(
         self,

@@ -330,6 +330,7 @@ def test_int8_that_cannot_keep_its_budget_says_what_to_try(tmp_path):
     options = {"calib_count": 4, "int8_min_iou": 1.0, "int8_max_float_share": 0.0}
     with pytest.raises(segexport.ParityError, match="nothing int8 worth having is left. Deploy fp16.*--calib-method percentile"):
         segexport.build(
-            "linknet", "resnet18", precision="int8", calib="random", height=64, width=64, out=tmp_path / "bundle", target_options=options
-        )
+            "linknet", "resnet18", precision="int8", calib="random", height=64, width=64, classes=3, out=tmp_path / "bundle",
+            target_options=options,
+        )  # three classes: a one-class mask of random weights can be one class everywhere, which int8 keeps exactly
     assert not (tmp_path / "bundle").exists()
