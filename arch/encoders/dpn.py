@@ -126,6 +126,9 @@ class DPNEncoder(nn.Module, EncoderMixin):
     stage's last block, and the stride-32 one goes through the final BN-ReLU.
     """
 
+    #: torch.jit.script: SMP declares DPN non-scriptable too.
+    _is_torch_scriptable = False
+
     max_depth = 5
 
     def __init__(

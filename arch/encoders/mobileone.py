@@ -156,6 +156,9 @@ class MobileOneBlock(nn.Module):
 class MobileOneEncoder(nn.Module, EncoderMixin):
     """MobileOne's stem (``stage0``) and four stages of depthwise + pointwise block pairs, one feature per stride."""
 
+    #: torch.jit.script: its branch sum does not script yet (SMP's does).
+    _is_torch_scriptable = False
+
     def __init__(
         self,
         out_channels: Sequence[int],

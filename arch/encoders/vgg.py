@@ -53,6 +53,9 @@ class VGGEncoder(nn.Module, EncoderMixin):
     the first has 64 channels at full resolution) and the last pool's output (stride 32).
     """
 
+    #: torch.jit.script: slicing its Sequential by depth does not script yet (SMP's does).
+    _is_torch_scriptable = False
+
     max_depth = 5
     #: Downsampling is done by max pools, which cannot be traded for dilation.
     supported_output_strides = (32,)
