@@ -118,10 +118,11 @@ def test_int8_engine_of_a_trained_model_agrees_with_fp32_on_photographs(photos, 
     m = bundle.manifest
     mask = m["parity"]["outputs"][0]
     assert m["parity"]["passed"] and mask["agreement"] >= 0.98 and mask["mean_iou"] >= 0.9
-    assert len(m["parity"]["input_shapes"]) == 12
+    # Judged on the held-out share of the 12 photographs, never on those calibration used.
+    assert len(m["parity"]["input_shapes"]) == m["export"]["calibration"]["validation"]["images"] == 12 - m["export"]["calibration"]["images"]
     assert set(m["sha256"]) == {"model.engine", "model.int8.onnx", "reference.npz"}
     calib = m["export"]["calibration"]
-    assert calib["random_inputs"] is False and calib["images"] == 12 and calib["method"] == "percentile"
+    assert calib["random_inputs"] is False and 0 < calib["images"] < 12 and calib["method"] == "percentile"
     assert calib["scheme"]["activations"].startswith("int8, symmetric")
     assert (tmp_path / "bundle.calib.json").is_file()
 
