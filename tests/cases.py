@@ -61,3 +61,14 @@ def export_cases() -> list:
             name = f"{arch}-{'dynamic' if dynamic else 'static'}-{'mask+label' if aux else 'mask'}"
             cases.append(pytest.param(arch, dynamic, aux, id=name))
     return cases
+
+
+def randomize_batchnorm(module: Any, seed: int = 0) -> None:
+    """Non-trivial running statistics, so eval-mode comparisons with SMP exercise every BatchNorm."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)

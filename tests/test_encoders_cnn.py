@@ -11,13 +11,13 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
-
+from cases import randomize_batchnorm as _randomize_batchnorm
 from segexport.arch.encoders import get_encoder, get_pretrained_settings, list_encoders
 from segexport.arch.encoders.efficientnet import efficientnet_encoders
 from segexport.arch.encoders.mobilenet import mobilenet_encoders
 from segexport.arch.encoders.timm_efficientnet import timm_efficientnet_encoders
 from segexport.arch.unet import Unet
+from torch import nn
 
 #: The smallest member of each family.
 SMALL = ["mobilenet_v2", "efficientnet-b0", "timm-efficientnet-b0", "timm-tf_efficientnet_lite0"]
@@ -32,13 +32,6 @@ SIZE = 64
 ATOL = 1e-5
 
 
-def _randomize_batchnorm(module: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics, so eval-mode comparisons exercise every BN."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

@@ -14,7 +14,7 @@ import warnings
 import pytest
 import torch
 from cases import tiny_kwargs
-from torch import nn
+from cases import randomize_batchnorm as _randomize_batchnorm
 
 import segexport
 from segexport.arch.deeplabv3 import DeepLabV3
@@ -38,13 +38,6 @@ def _smp():  # type: ignore[no-untyped-def]
     return pytest.importorskip("segmentation_models_pytorch")
 
 
-def _randomize_batchnorm(module: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics, so eval-mode comparisons exercise every BatchNorm."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 def _assert_close(got: torch.Tensor, want: torch.Tensor) -> None:

@@ -13,15 +13,16 @@ import copy
 
 import pytest
 import torch
+from cases import randomize_batchnorm as _randomize_batchnorm
 from cases import tiny_kwargs
-from torch import nn
-
-import segexport
 from segexport.arch.encoders import get_encoder, get_pretrained_settings
 from segexport.arch.encoders.dpn import DPN_MEAN, DPN_STD, dpn_encoders
 from segexport.arch.encoders.vgg import vgg_encoders
 from segexport.arch.encoders.weights import IMAGENET_MEAN, IMAGENET_STD
 from segexport.arch.unet import Unet
+from torch import nn
+
+import segexport
 from segexport.errors import InvalidInputError
 
 SMALL = ["dpn68", "vgg11"]
@@ -32,13 +33,6 @@ MODEL_SIZE = 64
 RTOL_OF_RMS = 1e-5
 
 
-def _randomize_batchnorm(module: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics, so eval-mode comparisons exercise every BatchNorm."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 def _assert_close(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 from cases import tiny_kwargs
-from torch import nn
+from cases import randomize_batchnorm as _randomize_batchnorm
 
 import segexport
 from segexport.arch.encoders import get_encoder, get_pretrained_settings, list_encoders
@@ -32,13 +32,6 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SENET154_ONE_BLOCK = {**senet_encoders["senet154"].params, "layers": [1, 1, 1, 1]}
 
 
-def _randomize_batchnorm(module: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics, so eval-mode comparisons exercise every BatchNorm."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 def _assert_close_to(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from cases import randomize_batchnorm as _randomize_batchnorm
 import torch
-from torch import nn
 
 from segexport.arch.encoders import get_encoder, get_pretrained_settings, list_encoders
 
@@ -36,13 +36,6 @@ def _params() -> list:
     return [pytest.param(n, id=n, marks=pytest.mark.slow if n in SLOW else ()) for n in smp_encoder_names()]
 
 
-def _randomize_batchnorm(module: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics, so the eval-mode comparison exercises every BatchNorm."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 def test_every_smp_native_encoder_is_registered():
