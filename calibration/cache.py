@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from segexport.digests import sha256_files
 from segexport.errors import InvalidInputError
 
 CACHE_FORMAT = "segexport-calibration-cache/1"
@@ -37,14 +38,8 @@ def default_cache_path(work_dir: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, plus its external-data file when the graph has one."""
-    digest = hashlib.sha256()
-    for part in (path, path.with_name(path.name + ".data")):
-        if part.exists():
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a graph file, plus its external-data file when the graph has one."""
+    return sha256_files(part for part in (path, path.with_name(path.name + ".data")) if part.exists())
 
 
 def cache_key(**parts: Any) -> str:

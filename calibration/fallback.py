@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segexport.errors import ExportError, InvalidInputError, ParityError
+from segexport.onnx_files import infer_shapes
 
 if TYPE_CHECKING:
     from segexport.targets.base import ExportSpec
@@ -203,7 +204,7 @@ def layer_macs(fp32: Any, input_shape: Sequence[int], names: Sequence[str]) -> d
         d.Clear()
         d.dim_value = int(size)
     try:
-        inferred = onnx.shape_inference.infer_shapes(static, data_prop=True)
+        inferred = infer_shapes(static, data_prop=True)
     except Exception:  # noqa: BLE001 - shape inference raises several types; fall back to weight sizes
         inferred = static
     shapes: dict[str, list[int]] = {}

@@ -28,8 +28,6 @@ in float (:mod:`.fallback`).
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -37,10 +35,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segexport.errors import ExportError, InvalidInputError
+from segexport.errors import ExportError, InvalidInputError, first_line
+from segexport.onnx_files import check_onnx, make_deterministic, save_onnx
+from segexport.quiet import quiet_logger, quiet_prints
 
-from .cache import CACHE_FORMAT, Ranges, cache_key, default_cache_path, file_sha256, load_ranges, save_ranges
-from .sources import CalibrationConfig, CalibrationData, load_calibration, load_validation
+from .cache import (
+    CACHE_FORMAT,
+    Ranges,
+    cache_key,
+    default_cache_path,
+    file_sha256,
+    load_ranges,
+    save_ranges,
+)
+from .sources import (
+    CalibrationConfig,
+    CalibrationData,
+    load_calibration,
+    load_validation,
+)
 
 if TYPE_CHECKING:
     from segexport.targets.base import ExportSpec
@@ -103,7 +116,7 @@ def calibrate(fp32_path: Path, inputs: Sequence[np.ndarray], config: Calibration
     elif config.method == "percentile":
         extra.update(num_bins=2048, percentile=config.percentile)
     big = fp32_path.with_name(fp32_path.name + ".data").exists()
-    with tempfile.TemporaryDirectory(prefix="segexport-calib-") as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="segexport-calib-") as tmp, _quiet_quantizer():
         calibrator = create_calibrator(
             fp32_path,
             list(QUANTIZED_OPS),
@@ -149,7 +162,12 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
     """
     import onnx
 
-    from .fallback import HeldOutJudge, Int8Budget, keep_fewest_in_float, measure_speedup
+    from .fallback import (
+        HeldOutJudge,
+        Int8Budget,
+        keep_fewest_in_float,
+        measure_speedup,
+    )
 
     if runtime not in RUNTIMES:
         raise InvalidInputError(f"Unknown quantization runtime {runtime!r}; allowed: {', '.join(RUNTIMES)}.")
@@ -190,7 +208,6 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
         fallback["kept_in_float"] = []
     if runtime == "tensorrt":
         check_tensorrt_qdq(proto)
-    from segexport.onnx_files import make_deterministic, save_onnx
 
     make_deterministic(proto)
     save_onnx(proto, out_path)
@@ -286,7 +303,7 @@ def _quantize(fp32_path: Path, ranges: Ranges, method: str, runtime: str) -> Any
 
     # The quantizer runs shape inference on its own copy (in a temporary directory).
     model = onnx.load(str(fp32_path))
-    with _quiet():
+    with _quiet_quantizer():
         quantizer = QDQQuantizer(
             model,
             True,  # per-channel weights
@@ -302,7 +319,7 @@ def _quantize(fp32_path: Path, ranges: Ranges, method: str, runtime: str) -> Any
         try:
             quantizer.quantize_model()
         except Exception as exc:  # the quantizer raises bare Exceptions and ValueErrors
-            raise ExportError(f"int8 quantization of {fp32_path.name} failed: {_first_line(exc)}") from exc
+            raise ExportError(f"int8 quantization of {fp32_path.name} failed: {first_line(exc)}") from exc
         quantizer.model.topological_sort()  # the quantizer appends Q/DQ nodes at the end
         return quantizer.model.model
 
@@ -431,27 +448,11 @@ def check_tensorrt_qdq(proto: Any) -> None:
 
 
 def _check(path: Path) -> None:
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:  # onnx raises several checker/inference types
-        raise ExportError(f"The int8 graph {path.name} fails onnx.checker: {_first_line(exc)}") from exc
+    check_onnx(path, f"The int8 graph {path.name}")
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet_quantizer() -> Iterator[None]:
     """onnxruntime.quantization prints progress and logs advice on the root logger; keep the CLI clean."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    with quiet_logger(), quiet_prints(stderr=False):
+        yield

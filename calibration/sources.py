@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segexport.digests import sha256_file
 from segexport.errors import InvalidInputError, closest
 
 if TYPE_CHECKING:
@@ -420,15 +421,7 @@ def _image_set(spec: ExportSpec, folder: Path, names: Sequence[str], selection: 
         source="images",
         images=len(names),
         files=list(names),
-        digests=[_sha256(p) for p in paths],
+        digests=[sha256_file(p) for p in paths],
         preprocessing=prep,
         selection=selection,
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segexport.digests import sha256_file
 from segexport.errors import InvalidInputError
+from segexport.interrupts import removed_on_forced_exit
 
 #: 2 added the parity policy's mask_threshold and inputs, and the manifest digest; 1 still verifies.
 FORMAT_VERSION = 2
@@ -96,14 +98,6 @@ def contained_path(root: Path, name: object) -> Path:
     return candidate
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_output_dir(out: Path, force: bool) -> None:
     """Fail early when ``out`` exists (without --force), lies below a file, or its parent is not writable."""
     if out.exists() and not out.is_dir():
@@ -172,18 +166,21 @@ def staging_dir(out: Path) -> Iterator[Path]:
     """A temporary directory beside ``out`` (same filesystem, so the final rename is atomic).
 
     Removed on every exit, Ctrl-C and SIGTERM included (the CLI turns SIGTERM into an
-    exception); one left by SIGKILL is removed by the next build under :func:`output_lock`.
+    exception, and a second signal while native code runs removes it before exiting:
+    :mod:`segexport.interrupts`); one left by SIGKILL is removed by the next build under :func:`output_lock`.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}_", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary directory
+    done = tmp.with_name(tmp.name + ".done")
     try:
-        yield tmp
+        with removed_on_forced_exit(tmp), removed_on_forced_exit(done):
+            yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(tmp.with_name(tmp.name + ".done"), ignore_errors=True)
+        shutil.rmtree(done, ignore_errors=True)
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:

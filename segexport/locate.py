@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from segexport.errors import InvalidInputError
+from segexport.onnx_files import infer_shapes
 
 #: Relative error above which a layer is reported, per precision (``||a - e|| / ||e||``).
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.1}
@@ -229,10 +230,9 @@ def compare_layers(graph: Any, model: Any, x: np.ndarray, tolerance: float) -> t
 
 
 def _element_types(model: Any) -> dict[str, int]:
-    import onnx
 
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_shapes(model)
     except Exception:  # noqa: BLE001 - shape inference raises several types; fall back to float outputs
         return {}
     return {
@@ -289,7 +289,12 @@ def locate(
         inputs, _ = read_reference(bundle.path_of(m["reference"]), tuple(exp["output_names"]))
         x, described = inputs[0], f"the bundle's reference input 0 ({'x'.join(map(str, inputs[0].shape))})"
     else:
-        from segexport.calibration.sources import match_channels, normalize, read_image, resize
+        from segexport.calibration.sources import (
+            match_channels,
+            normalize,
+            read_image,
+            resize,
+        )
 
         path = Path(image)
         if not path.is_file():

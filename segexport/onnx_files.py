@@ -1,4 +1,4 @@
-"""Writing ONNX files the same way everywhere: deterministic bytes, external data past protobuf's 2 GB limit.
+"""Writing and checking ONNX files the same way everywhere: deterministic bytes, external data past protobuf's 2 GB limit.
 
 Shared by the ONNX and TensorRT targets, the fp16 pass and int8 calibration, which
 all write graphs; it sits below them so none of them imports another to get it.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from segexport.errors import ExportError, first_line
+from segexport.interrupts import deferred
 
 #: Protobuf refuses messages of 2 GiB; graphs above this (with 1 MiB headroom) keep their weights beside them.
 PROTOBUF_LIMIT = 2**31 - 2**20
@@ -35,3 +38,22 @@ def save_onnx(proto: Any, path: Path) -> None:
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
     else:
         onnx.save_model(proto, str(path))
+
+
+def check_onnx(path: Path, what: str) -> None:
+    """Run onnx's full checker (with shape inference) on the file; ``what`` names the graph in the one-line error."""
+    import onnx
+
+    try:
+        with deferred():  # onnx's bindings cannot unwind a Ctrl-C raised inside them
+            onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # onnx raises several checker/inference types
+        raise ExportError(f"{what} fails onnx.checker: {first_line(exc)}") from exc
+
+
+def infer_shapes(proto: Any, **options: Any) -> Any:
+    """onnx's shape inference, shielded from Ctrl-C like :func:`check_onnx`; raises what onnx raises."""
+    import onnx
+
+    with deferred():
+        return onnx.shape_inference.infer_shapes(proto, **options)

@@ -39,6 +39,7 @@ import numpy as np
 
 from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
+from segexport.quiet import quiet_logger
 
 from .base import ExportResult, ExportSpec, io_entries, judge, trace_example_shape
 
@@ -86,7 +87,6 @@ def cpp_compiler() -> str:
 def export_program(model: Any, spec: ExportSpec) -> Any:
     """torch.export of the prepared model in export mode; batch, height and width dynamic with --dynamic."""
     import torch
-
     from segexport.arch.base import export_mode
 
     example = torch.zeros(trace_example_shape(spec))
@@ -157,7 +157,7 @@ def compile_package(program: Any, path: Path, say: Callable[[str], None]) -> flo
 
     compiler = cpp_compiler()
     start = time.monotonic()
-    with persistent_inductor_cache() as cache, warnings.catch_warnings(), _quiet_logger("torch.utils.cpp_extension"):
+    with persistent_inductor_cache() as cache, warnings.catch_warnings(), quiet_logger("torch.utils.cpp_extension"):
         warnings.simplefilter("ignore")
         say(f"aoti: generating and compiling C++ with {compiler} (cache {cache}); this takes minutes")
         with heartbeat(say, "aoti: still compiling"):
@@ -169,18 +169,6 @@ def compile_package(program: Any, path: Path, say: Callable[[str], None]) -> flo
     elapsed = time.monotonic() - start
     say(f"aoti: compiled in {elapsed:.0f} s")
     return elapsed
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Hide a logger's warnings for the block: cpp_extension's "No CUDA runtime is found" means nothing for a CPU build."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def run_aoti(path: Path, inputs: Sequence[np.ndarray]) -> list[list[np.ndarray]]:

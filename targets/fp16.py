@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from segexport.errors import ExportError
-from segexport.onnx_files import PROTOBUF_LIMIT
+from segexport.onnx_files import (
+    PROTOBUF_LIMIT,
+    check_onnx,
+    infer_shapes,
+    make_deterministic,
+    save_onnx,
+)
 
 #: Ops that run in fp16 when they consume the data path.
 FP16_OPS = frozenset(
@@ -55,16 +61,11 @@ def convert_to_fp16(src: Path, dst: Path) -> dict[str, Any]:
     """Write the mixed-fp16 version of ``src`` to ``dst``; returns counts for the manifest."""
     import onnx
 
-    from segexport.onnx_files import make_deterministic, save_onnx
-
     model = onnx.load(str(src))
     stats = to_fp16(model)
     make_deterministic(model)
     save_onnx(model, dst)
-    try:
-        onnx.checker.check_model(str(dst), full_check=True)
-    except Exception as exc:  # onnx raises several checker/inference types
-        raise ExportError(f"The fp16 graph {dst.name} fails onnx.checker: {str(exc).strip().splitlines()[0]}") from exc
+    check_onnx(dst, f"The fp16 graph {dst.name}")
     return stats
 
 
@@ -191,12 +192,11 @@ def to_fp16(model: Any) -> dict[str, Any]:
 
 def _element_types(model: Any) -> dict[str, int]:
     """Element type of every tensor name: inputs, initializers, Constant outputs and inferred values."""
-    import onnx
 
     graph = model.graph
     inferred = graph
     if model.ByteSize() < PROTOBUF_LIMIT:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
+        inferred = infer_shapes(model).graph
     types: dict[str, int] = {}
     for value in [*inferred.input, *inferred.value_info, *inferred.output]:
         if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:

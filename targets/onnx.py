@@ -12,20 +12,23 @@ batch of 1 lets an exporter specialise the batch dim. The manifest's
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segexport.errors import ExportError, InvalidInputError, first_line
-from segexport.onnx_files import PROTOBUF_LIMIT, make_deterministic, save_onnx
+from segexport.interrupts import deferred
+from segexport.onnx_files import (
+    PROTOBUF_LIMIT,
+    check_onnx,
+    make_deterministic,
+    save_onnx,
+)
 from segexport.parity import ParityReport
+from segexport.quiet import quiet_fds, quiet_prints
 
 from .base import DYNAMIC_DIMS, INPUT_NAME, ExportResult, ExportSpec, judge, tensor_info
 
@@ -41,21 +44,18 @@ def export_onnx(model: Any, spec: ExportSpec, path: Path) -> str:
     the time of torch.export's. Where it cannot take a model, or where a dynamic
     graph's trace warns that it turned a size into a constant, the dynamo exporter
     (torch.export) builds the graph instead. Either graph is then judged by parity.
+    Ctrl-C waits for the exporters and onnx's bindings to return (:mod:`segexport.interrupts`).
     """
-    import onnx
-
-    exporter = "torchscript"
-    proto = _export_traced(model, spec, path)
-    if proto is None:
-        exporter, proto = "dynamo", _export_dynamo(model, spec)
-    proto = simplify(proto)
-    name_dynamic_dims(proto, spec)
-    make_deterministic(proto)
-    save_onnx(proto, path)
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:
-        raise ExportError(f"The exported graph fails onnx.checker: {first_line(exc)}") from exc
+    with deferred():
+        exporter = "torchscript"
+        proto = _export_traced(model, spec, path)
+        if proto is None:
+            exporter, proto = "dynamo", _export_dynamo(model, spec)
+        proto = simplify(proto)
+        name_dynamic_dims(proto, spec)
+        make_deterministic(proto)
+        save_onnx(proto, path)
+    check_onnx(path, "The exported graph")
     return exporter
 
 
@@ -71,14 +71,13 @@ def _export_traced(model: Any, spec: ExportSpec, path: Path) -> Any | None:
     """The TorchScript-based exporter's graph, or None where the dynamo exporter must take over."""
     import onnx
     import torch
-
     from segexport.arch.base import export_mode
 
     # Output dims follow from the input's by shape inference; name_dynamic_dims names them afterwards.
     dynamic_axes = {INPUT_NAME: dict(DYNAMIC_DIMS)} if spec.dynamic else None
     scratch = path.with_name(path.name + ".traced")
     # _silent_fds: on failure the traced exporter prints its whole IR graph from C++, past sys.stdout.
-    with warnings.catch_warnings(record=True) as caught, export_mode(), torch.no_grad(), _quiet(), _silent_fds():
+    with warnings.catch_warnings(record=True) as caught, export_mode(), torch.no_grad(), quiet_prints(), quiet_fds():
         warnings.simplefilter("always")
         try:
             torch.onnx.export(
@@ -100,14 +99,13 @@ def _export_traced(model: Any, spec: ExportSpec, path: Path) -> Any | None:
 
 def _export_dynamo(model: Any, spec: ExportSpec) -> Any:
     import torch
-
     from segexport.arch.base import export_mode
 
     dynamic_shapes = None
     if spec.dynamic:
         dim = torch.export.Dim.DYNAMIC
         dynamic_shapes = ({axis: dim for axis in DYNAMIC_DIMS},)
-    with warnings.catch_warnings(), export_mode(), torch.no_grad(), _quiet():
+    with warnings.catch_warnings(), export_mode(), torch.no_grad(), quiet_prints():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
@@ -137,7 +135,7 @@ def simplify(proto: Any) -> Any:
 
     if proto.ByteSize() > PROTOBUF_LIMIT:
         return proto
-    with warnings.catch_warnings(), _quiet():
+    with warnings.catch_warnings(), quiet_prints():
         warnings.simplefilter("ignore")
         return onnxslim.slim(proto)
 
@@ -247,34 +245,3 @@ class OnnxTarget:
         import onnxruntime
 
         return {"runtime": "onnxruntime", "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}}
-
-
-@contextlib.contextmanager
-def _silent_fds() -> Iterator[None]:
-    """Point file descriptors 1 and 2 at /dev/null for a while: what C++ code prints goes nowhere."""
-    if os.environ.get("SEGEXPORT_VERBOSE_EXPORT"):
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _quiet():  # type: ignore[no-untyped-def]
-    """Silence the exporters' progress prints on stdout/stderr (they go to a log otherwise)."""
-    if os.environ.get("SEGEXPORT_VERBOSE_EXPORT"):
-        yield
-        return
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield

@@ -321,20 +321,7 @@ def _leftovers(parent: Path, name: str) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
 
 
-@pytest.mark.parametrize(
-    ("sig", "code"),
-    [
-        pytest.param(
-            signal.SIGINT, 130,
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="known: a Ctrl-C that lands inside a nanobind callback of the exporter aborts the process "
-                "('terminate called after throwing nanobind::python_error') before Python can unwind; seen once in CI",
-            ),
-        ),
-        (signal.SIGTERM, 143),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_build_removes_its_staging_folder(tmp_path, sig, code):
     out = tmp_path / "bundle"
     proc = subprocess.Popen([SEGEXPORT, "build", "unet", "resnet18", *TINY, "--out", str(out), "-q"], stderr=subprocess.PIPE, text=True)

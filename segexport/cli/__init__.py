@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
 import sys
 from typing import Optional
 
 import typer
 
+from segexport import interrupts
 from segexport.arguments import parse_arch_args
-from segexport.errors import InvalidInputError, SegexportError, unknown
-from segexport.names import check_architecture, check_encoder, check_target
 from segexport.cli import eval as eval_command
 from segexport.cli import matrix as matrix_command
+from segexport.errors import InvalidInputError, SegexportError, unknown
+from segexport.names import check_architecture, check_encoder, check_target
 
 app = typer.Typer(
     add_completion=False,
@@ -90,7 +90,12 @@ def build(
     if fp16 and int8:
         raise InvalidInputError("--fp16 and --int8 exclude each other; choose one.")
     check_target(target)
-    from segexport.pipeline import BuildRequest, is_pretrained_source, pretrained_fields, run_build
+    from segexport.pipeline import (
+        BuildRequest,
+        is_pretrained_source,
+        pretrained_fields,
+        run_build,
+    )
 
     arch_args = parse_arch_args(arch_arg)
     pretrained: dict = {}
@@ -285,8 +290,12 @@ app.command("eval")(eval_command.eval_command)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: exit 0 on success, 2 for bad input and failed checks, 1 for bugs, 130 Ctrl-C, 143 SIGTERM."""
-    signal.signal(signal.SIGTERM, _terminate)
+    """Entry point: exit 0 on success, 2 for bad input and failed checks, 1 for bugs, 130 Ctrl-C, 143 SIGTERM.
+
+    Both signals unwind (staging folders and locks are removed on the way out); see
+    :mod:`segexport.interrupts` for how they wait out native code.
+    """
+    interrupts.install()
     try:
         code = app(args=argv, standalone_mode=False)
     except SegexportError as exc:
@@ -333,12 +342,6 @@ def _usage_line(exc: Exception, argv: list[str]) -> str:
             return f"{name} {value!r} is not valid: {message.removeprefix(f'Invalid value for {name!r}: ')}"
     command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "segexport"
     return f"{message} (see `{command} --help`)"
-
-
-def _terminate(signum: int, _frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so staging folders and locks are removed on the way out."""
-    typer.echo("terminated", err=True)
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
