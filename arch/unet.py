@@ -18,7 +18,7 @@ from .base import (
     check_decoder_channels,
     make_classification_head,
 )
-from .base.modules import NormSpec
+from .base.modules import CenterBlock, NormSpec, center_block_from_weights, wants_center_block
 from .base.validation import check_interpolation
 from .encoders import get_encoder
 
@@ -53,14 +53,6 @@ class UnetDecoderBlock(nn.Module):
         return self.attention2(self.conv2(self.conv1(x)))
 
 
-class UnetCenterBlock(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, use_norm: NormSpec = "batchnorm") -> None:
-        super().__init__(
-            Conv2dReLU(in_channels, out_channels, 3, padding=1, use_norm=use_norm),
-            Conv2dReLU(out_channels, out_channels, 3, padding=1, use_norm=use_norm),
-        )
-
-
 class UnetDecoder(nn.Module):
     def __init__(
         self,
@@ -77,7 +69,7 @@ class UnetDecoder(nn.Module):
         head = channels[0]
         in_channels = [head, *decoder_channels[:-1]]
         skip_channels = [*channels[1:], 0]
-        self.center: nn.Module = UnetCenterBlock(head, head, use_norm) if add_center_block else nn.Identity()
+        self.center: nn.Module = CenterBlock(head, use_norm) if add_center_block else nn.Identity()
         self.blocks = nn.ModuleList(
             UnetDecoderBlock(i, s, o, use_norm, attention_type, interpolation_mode)
             for i, s, o in zip(in_channels, skip_channels, decoder_channels)
@@ -95,12 +87,12 @@ class UnetDecoder(nn.Module):
 class Unet(SegmentationModel):
     """U-Net with any registered encoder; arguments and defaults as in SMP 0.6.
 
-    ``decoder_add_center_block`` adds SMP's two-conv center block (SMP switches it
-    on for its ``vgg*`` encoders by name; here it is an explicit argument).
+    ``decoder_add_center_block`` adds SMP's two-conv center block; by default (None)
+    it is there for ``vgg*`` encoders, as SMP decides by the encoder's name.
     """
 
     requires_divisible_input_shape = False
-    # SMP infers the center block from the encoder's name ("vgg*") instead of taking an argument.
+    # SMP decides the center block by the encoder's name ("vgg*") instead of taking an argument.
     segexport_only_arguments = ("decoder_add_center_block",)
 
     def __init__(
@@ -116,7 +108,7 @@ class Unet(SegmentationModel):
         classes: int = 1,
         activation: str | Callable[..., nn.Module] | None = None,
         aux_params: dict[str, Any] | None = None,
-        decoder_add_center_block: bool = False,
+        decoder_add_center_block: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -131,7 +123,7 @@ class Unet(SegmentationModel):
             n_blocks=encoder_depth,
             use_norm=decoder_use_norm,
             attention_type=decoder_attention_type,
-            add_center_block=decoder_add_center_block,
+            add_center_block=wants_center_block(encoder_name, decoder_add_center_block),
             interpolation_mode=decoder_interpolation,
         )
         self.segmentation_head = SegmentationHead(decoder_channels[-1], classes, activation=activation, kernel_size=3)
@@ -143,8 +135,4 @@ class Unet(SegmentationModel):
     def complete_saved_arguments(
         cls, arguments: dict[str, Any], weight_keys: Callable[[], Iterable[str]]
     ) -> dict[str, Any]:
-        """A config.json without ``decoder_add_center_block`` (SMP's) has the center block iff its weights do."""
-        if "decoder_add_center_block" in arguments:
-            return arguments
-        has_center = any(key.startswith("decoder.center.") for key in weight_keys())
-        return {**arguments, "decoder_add_center_block": has_center}
+        return center_block_from_weights(arguments, weight_keys)

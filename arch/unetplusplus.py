@@ -7,7 +7,7 @@ state_dict keys, are SMP 0.6's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from .base import (
     check_decoder_channels,
     make_classification_head,
 )
-from .base.modules import NormSpec
+from .base.modules import CenterBlock, NormSpec, center_block_from_weights, wants_center_block
 from .base.validation import check_interpolation
 from .encoders import get_encoder
 
@@ -95,6 +95,7 @@ class UnetPlusPlusDecoder(nn.Module):
         use_norm: NormSpec = "batchnorm",
         attention_type: str | None = None,
         interpolation_mode: str = "nearest",
+        center: bool = False,
     ) -> None:
         super().__init__()
         # Features f0 (deepest) .. f{depth}, the input level dropped. Node x_{d}_{l} sits
@@ -127,11 +128,12 @@ class UnetPlusPlusDecoder(nn.Module):
         last = f"x_0_{depth}"
         blocks[last] = DecoderBlock(in_first[-1], 0, decoder_channels[-1], has_skip=False, **kwargs)
         self.blocks = nn.ModuleDict(blocks)
-        # SMP's attributes: per-column widths, and an (unused) identity center.
+        # SMP's attributes: per-column widths, and a center that SMP builds (for vgg* encoders)
+        # but never applies: its weights are in SMP's checkpoints, it is not in the graph.
         self.in_channels = in_first
         self.skip_channels = skip_of
         self.out_channels = list(decoder_channels)
-        self.center = nn.Identity()
+        self.center: nn.Module = CenterBlock(channels[0], use_norm) if center else nn.Identity()
 
         # The wiring is fixed at construction, so forward is a flat loop the tracers
         # see through. Entries: (node, input, skips) in SMP's execution order (by
@@ -166,11 +168,15 @@ class UnetPlusPlus(SegmentationModel):
     Encoders without a stride-2 feature (transformers: 0 channels at level 1) are
     accepted and that level is left out; SMP refuses ``mit_b*`` by name but builds
     the same network for ``tu-`` transformers. Other 0-channel levels are refused.
+    ``decoder_add_center_block`` is Unet's argument: SMP builds the center block for
+    ``vgg*`` encoders by name, and, in U-Net++, never applies it (its weights load, its
+    output is unused); by default (None) it follows SMP.
     """
 
     requires_divisible_input_shape = True
     # As SMP declares: the decoder's name-keyed node plan is not TorchScript code (trace or export it instead).
     _is_torch_scriptable = False
+    segexport_only_arguments = ("decoder_add_center_block",)
 
     def __init__(
         self,
@@ -185,6 +191,7 @@ class UnetPlusPlus(SegmentationModel):
         classes: int = 1,
         activation: str | Callable[..., nn.Module] | None = None,
         aux_params: dict[str, Any] | None = None,
+        decoder_add_center_block: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -208,8 +215,15 @@ class UnetPlusPlus(SegmentationModel):
             use_norm=decoder_use_norm,
             attention_type=decoder_attention_type,
             interpolation_mode=decoder_interpolation,
+            center=wants_center_block(encoder_name, decoder_add_center_block),
         )
         self.segmentation_head = SegmentationHead(decoder_channels[-1], classes, activation=activation, kernel_size=3)
         self.classification_head = make_classification_head(self.encoder.out_channels[-1], aux_params)
         self.name = f"unetplusplus-{encoder_name}"
         self.initialize()
+
+    @classmethod
+    def complete_saved_arguments(
+        cls, arguments: dict[str, Any], weight_keys: Callable[[], Iterable[str]]
+    ) -> dict[str, Any]:
+        return center_block_from_weights(arguments, weight_keys)

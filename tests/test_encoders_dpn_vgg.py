@@ -209,22 +209,27 @@ def test_weights_load_from_local_file_ignoring_the_classifier(name, tmp_path):
 # --- whole models --------------------------------------------------------------------------------------------
 
 @pytest.mark.smp
+@pytest.mark.parametrize("arch", ["Unet", "UnetPlusPlus"])
 @pytest.mark.parametrize("name", SMALL)
-def test_unet_loads_an_smp_unet_state_dict_and_gives_the_same_mask(name):
-    """SMP adds Unet's center block for ``vgg*`` encoders by name; here that is ``decoder_add_center_block``."""
+def test_unets_load_an_smp_state_dict_and_give_the_same_mask(name, arch):
+    """SMP adds the U-Nets' center block for ``vgg*`` encoders by name; the default does the same, so they load."""
     smp = _smp()
-    kwargs = dict(tiny_kwargs("unet"), encoder_weights=None, classes=3)
+    kwargs = dict(tiny_kwargs(arch.lower()), encoder_weights=None, classes=3)
     torch.manual_seed(0)
-    theirs = smp.Unet(name, **kwargs).eval()
+    theirs = getattr(smp, arch)(name, **kwargs).eval()
     _randomize_batchnorm(theirs)
-    if name.startswith("vgg"):
-        ours = Unet(name, decoder_add_center_block=True, **kwargs).eval()
-    else:
-        ours = segexport.create_model("unet", name, **kwargs).eval()
+    ours = segexport.create_model(arch.lower(), name, **kwargs).eval()
+    assert isinstance(ours.decoder.center, nn.Identity) == (not name.startswith("vgg"))
     ours.load_state_dict(theirs.state_dict(), strict=True)
     x = torch.randn(2, 3, MODEL_SIZE, MODEL_SIZE)
     with torch.no_grad():
         _assert_close([ours(x)], [theirs(x)])
+
+
+@pytest.mark.parametrize("requested", [True, False])
+def test_an_explicit_center_block_argument_overrides_the_vgg_rule(requested):
+    model = Unet("vgg11", encoder_weights=None, **tiny_kwargs("unet"), decoder_add_center_block=requested)
+    assert isinstance(model.decoder.center, nn.Identity) == (not requested)
 
 
 #: (encoder, depth) exported. dpn68 at depth 3 has every kind of dual-path block (projecting, downsampling,

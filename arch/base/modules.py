@@ -5,7 +5,7 @@ Module layouts (and so state_dict keys) follow SMP 0.6, so that SMP checkpoints 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Union
 
 import torch
@@ -90,6 +90,33 @@ class Conv2dReLU(nn.Sequential):
         )
         act: nn.Module = nn.Identity() if _is_inplace_abn(norm) else nn.ReLU(inplace=True)
         super().__init__(conv, norm, act)
+
+
+class CenterBlock(nn.Sequential):
+    """Two conv-norm-ReLU on the deepest feature, keeping its width: the center of SMP's U-Net and U-Net++."""
+
+    def __init__(self, channels: int, use_norm: NormSpec = "batchnorm") -> None:
+        super().__init__(
+            Conv2dReLU(channels, channels, 3, padding=1, use_norm=use_norm),
+            Conv2dReLU(channels, channels, 3, padding=1, use_norm=use_norm),
+        )
+
+
+def wants_center_block(encoder_name: str, requested: bool | None) -> bool:
+    """Whether a U-Net decoder gets a :class:`CenterBlock`: ``requested``, else SMP's rule (``vgg*`` encoders).
+
+    SMP decides by the encoder's name and takes no argument, so its checkpoints of VGG
+    U-Nets carry ``decoder.center.*`` weights; the same default makes them load strictly.
+    """
+    return encoder_name.startswith("vgg") if requested is None else bool(requested)
+
+
+def center_block_from_weights(arguments: dict[str, Any], weight_keys: Callable[[], Iterable[str]]) -> dict[str, Any]:
+    """A saved config without ``decoder_add_center_block`` (SMP's) has the center block iff its weights do."""
+    if "decoder_add_center_block" in arguments:
+        return arguments
+    has_center = any(key.startswith("decoder.center.") for key in weight_keys())
+    return {**arguments, "decoder_add_center_block": has_center}
 
 
 class SCSEModule(nn.Module):
