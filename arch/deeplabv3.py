@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segexport.checks import check_int
 from segexport.errors import InvalidInputError
 
 from .base import AdaptiveAvgPool2d, SegmentationHead, SegmentationModel, check_common_args, make_classification_head
@@ -174,8 +175,7 @@ class DeepLabV3PlusDecoder(nn.Module):
 def _check_aspp_args(arch: str, output_stride: int, channels: int, rates: Iterable[int], dropout: float) -> tuple[int, ...]:
     if output_stride not in OUTPUT_STRIDES:
         raise InvalidInputError(f"encoder_output_stride {output_stride!r} is not supported by {arch}; allowed: 8, 16.")
-    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-        raise InvalidInputError(f"{arch}'s decoder_channels must be an integer >= 1; got {channels!r}.")
+    check_int(f"{arch}'s decoder_channels", channels)
     try:
         rates = tuple(rates)
     except TypeError:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segexport.checks import check_int
 from segexport.errors import InputShapeError, InvalidInputError, closest
 
 from .base import Activation, SegmentationModel, check_common_args, is_exporting, make_classification_head
@@ -239,9 +240,7 @@ class DPT(SegmentationModel):
                 f"{len(decoder_intermediate_channels)} entries but DPT with encoder_depth={encoder_depth} needs exactly "
                 f"{encoder_depth} (one per encoder feature)."
             )
-        fusion = decoder_fusion_channels
-        if not isinstance(fusion, int) or isinstance(fusion, bool) or fusion < 1:
-            raise InvalidInputError(f"DPT's decoder_fusion_channels must be an integer >= 1; got {fusion!r}.")
+        fusion = check_int("DPT's decoder_fusion_channels", decoder_fusion_channels)
 
         self.encoder = _build_vit_encoder(
             encoder_name, in_channels, encoder_depth, encoder_weights, encoder_output_indices, **kwargs

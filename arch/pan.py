@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segexport.checks import check_int
 from segexport.errors import InputShapeError, InvalidInputError
 
 from .base import AdaptiveAvgPool2d, SegmentationHead, SegmentationModel, check_common_args, make_classification_head
@@ -181,8 +182,7 @@ class PAN(SegmentationModel):
             raise InvalidInputError(
                 f"encoder_output_stride {encoder_output_stride!r} is not supported by PAN; allowed: 16, 32."
             )
-        if not isinstance(decoder_channels, int) or isinstance(decoder_channels, bool) or decoder_channels < 1:
-            raise InvalidInputError(f"PAN's decoder_channels must be an integer >= 1; got {decoder_channels!r}.")
+        check_int("PAN's decoder_channels", decoder_channels)
         check_interpolation(decoder_interpolation)
         self.encoder = get_encoder(
             encoder_name,

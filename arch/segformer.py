@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segexport.errors import InvalidInputError
+from segexport.checks import check_int
 
 from .base import Conv2dReLU, SegmentationHead, SegmentationModel, check_common_args, make_classification_head
 from .encoders import get_encoder
@@ -74,8 +74,7 @@ class Segformer(SegmentationModel):
         super().__init__()
         check_common_args("Segformer", classes=classes, in_channels=in_channels, encoder_depth=encoder_depth, allowed_depths=(3, 4, 5))
         channels = decoder_segmentation_channels
-        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-            raise InvalidInputError(f"Segformer's decoder_segmentation_channels must be an integer >= 1; got {channels!r}.")
+        check_int("Segformer's decoder_segmentation_channels", channels)
         self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=encoder_depth, weights=encoder_weights, **kwargs)
         self.decoder = SegformerDecoder(self.encoder.out_channels, channels)
         self.segmentation_head = SegmentationHead(channels, classes, activation=activation, kernel_size=1, upsampling=upsampling)

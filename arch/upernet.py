@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segexport.errors import InvalidInputError
+from segexport.checks import check_int
 
 from .base import (
     AdaptiveAvgPool2d,
@@ -137,8 +137,7 @@ class UPerNet(SegmentationModel):
     ) -> None:
         super().__init__()
         check_common_args("UPerNet", classes=classes, in_channels=in_channels, encoder_depth=encoder_depth, allowed_depths=(3, 4, 5))
-        if not isinstance(decoder_channels, int) or isinstance(decoder_channels, bool) or decoder_channels < 1:
-            raise InvalidInputError(f"UPerNet's decoder_channels must be an integer >= 1; got {decoder_channels!r}.")
+        check_int("UPerNet's decoder_channels", decoder_channels)
         self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=encoder_depth, weights=encoder_weights, **kwargs)
         self.decoder = UPerNetDecoder(self.encoder.out_channels, decoder_channels, decoder_use_norm)
         self.segmentation_head = SegmentationHead(

@@ -75,7 +75,7 @@ def run_row(arch: str, encoder: str, args: argparse.Namespace, work: Path, calib
     from proxy_task import CLASSES
     from segexport.calibration.fallback import measure_speedup
     from segexport.calibration.quantize import quantize_onnx
-    from segexport.calibration.sources import load_validation
+    from segexport.calibration.sources import CalibrationConfig, load_validation
     from segexport.errors import SegexportError
     from segexport.parity import confusion, miou
     from segexport.parity import class_masks, mean_iou
@@ -102,9 +102,10 @@ def run_row(arch: str, encoder: str, args: argparse.Namespace, work: Path, calib
     for form, runtime in FORMS.items():
         spec = ExportSpec(
             batch=1, in_channels=3, height=args.size, width=args.size, output_names=("mask",), precision="int8",
-            options={"calib": str(calib), "calib_count": args.calib_count, "calib_method": args.calib_method, "encoder": encoder,
-                     "seed": 0, "threads": args.threads, "int8_speed_runs": 0,
-                     "calib_cache": str(work / f"{arch}-{encoder}.calib.json")},
+            calibration=CalibrationConfig.from_options({
+                "calib": str(calib), "calib_count": args.calib_count, "calib_method": args.calib_method, "int8_speed_runs": 0,
+                "calib_cache": str(work / f"{arch}-{encoder}.calib.json")}),
+            encoder=encoder, threads=args.threads,
         )  # fmt: skip
         out = work / f"{arch}-{encoder}-{runtime}.onnx"
         cell: dict[str, Any] = {}

@@ -68,6 +68,7 @@ def main() -> None:
 
     import segexport
     from segexport.calibration.quantize import quantize_onnx
+    from segexport.calibration.sources import CalibrationConfig
     from segexport.parity import class_agreement, mean_iou
     from segexport.targets import ExportSpec
     from trained_model import PHOTOS, train_checkpoint, write_photos
@@ -91,8 +92,10 @@ def main() -> None:
         # ONNX target writes a different encoding of the same ranges for onnxruntime.
         spec = ExportSpec(
             batch=1, in_channels=3, height=args.size, width=args.size, output_names=("mask",), precision="int8",
-            options={"calib": str(photos), "calib_count": args.calib_count, "calib_method": args.calib_method,
-                     "calib_cache": str(tmp / "int8.calib.json"), "encoder": args.encoder, "seed": 0},
+            calibration=CalibrationConfig.from_options({
+                "calib": str(photos), "calib_count": args.calib_count, "calib_method": args.calib_method,
+                "calib_cache": str(tmp / "int8.calib.json")}),
+            encoder=args.encoder,
         )  # fmt: skip
         quantize_onnx(int8.path / "model.fp32.onnx", tmp / "model.trt-int8.onnx", spec, runtime="tensorrt")
 

@@ -39,18 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segexport.errors import ExportError, InvalidInputError, ParityError
+from segexport.errors import ExportError, ParityError
 from segexport.onnx_files import infer_shapes
+
+from .sources import DEFAULT_MAX_FLOAT_SHARE, DEFAULT_MIN_IOU
 
 if TYPE_CHECKING:
     from segexport.targets.base import ExportSpec
 
 #: Ops that are layers: what int8 makes fast, and what the fallback keeps in float.
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-#: The held-out mean IoU int8 must keep by default (agreement comes from the parity policy).
-MIN_MEAN_IOU = 0.95
-#: Past this share of the quantized multiply-adds in float, int8 is not worth shipping.
-MAX_FLOAT_SHARE = 0.5
 #: Held-out batches each layer's harm is measured on (the budget is judged on all of them).
 SENSITIVITY_BATCHES = 4
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -69,29 +67,20 @@ class Int8Budget:
     """
 
     min_agreement: float
-    min_mean_iou: float = MIN_MEAN_IOU
+    min_mean_iou: float = DEFAULT_MIN_IOU
     mask_threshold: float | None = None
-    max_float_share: float = MAX_FLOAT_SHARE
+    max_float_share: float = DEFAULT_MAX_FLOAT_SHARE
 
     @classmethod
     def from_spec(cls, spec: ExportSpec) -> Int8Budget:
-        """The parity policy's agreement and mask threshold, plus ``int8_min_iou`` and ``int8_max_float_share``."""
-        from segexport.parity import MIN_AGREEMENT
-
-        policy = getattr(spec, "policy", None)
-        if policy is not None:
-            agreement, threshold = float(policy.min_agreement), policy.mask_threshold
-        else:  # a spec without a parity policy carries the figures in its options
-            agreement = float(spec.options.get("min_agreement", MIN_AGREEMENT["int8"]))
-            threshold = spec.options.get("mask_threshold")
-        iou = spec.options.get("int8_min_iou")
-        iou = MIN_MEAN_IOU if iou is None else iou
-        share = spec.options.get("int8_max_float_share")
-        share = MAX_FLOAT_SHARE if share is None else share
-        for flag, value in (("int8_min_iou", iou), ("int8_max_float_share", share)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise InvalidInputError(f"{flag} must be a number in [0, 1]; got {value!r}.")
-        return cls(min_agreement=agreement, min_mean_iou=float(iou), mask_threshold=threshold, max_float_share=float(share))
+        """The parity policy's agreement and mask threshold, with the calibration's IoU and float-share limits."""
+        policy, config = spec.policy, spec.calibration
+        return cls(
+            min_agreement=float(policy.min_agreement),
+            min_mean_iou=config.min_iou if config else DEFAULT_MIN_IOU,
+            mask_threshold=policy.mask_threshold,
+            max_float_share=config.max_float_share if config else DEFAULT_MAX_FLOAT_SHARE,
+        )
 
     def describe(self) -> str:
         return f"agreement >= {self.min_agreement:g} and mean IoU >= {self.min_mean_iou:g}"

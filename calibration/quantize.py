@@ -171,13 +171,12 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
 
     if runtime not in RUNTIMES:
         raise InvalidInputError(f"Unknown quantization runtime {runtime!r}; allowed: {', '.join(RUNTIMES)}.")
-    config = CalibrationConfig.from_spec(spec)
+    if spec.calibration is None:
+        raise InvalidInputError("int8 needs calibration data: pass --calib DIR (a folder of images) or --calib random.")
+    config = spec.calibration
     budget = Int8Budget.from_spec(spec)
-    runs = spec.options.get("int8_speed_runs")
-    runs = 5 if runs is None else runs
-    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:
-        raise InvalidInputError(f"int8_speed_runs must be an integer >= 0; got {runs!r}.")
-    say = spec.options.get("progress") or (lambda _msg: None)
+    runs = config.speed_runs
+    say = spec.progress or (lambda _msg: None)
     data = load_calibration(spec, config)
     held_out = load_validation(spec, config)
     ranges, cache_info = cached_ranges(fp32_path, data, config, out_path.parent)
@@ -213,7 +212,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
     save_onnx(proto, out_path)
     _check(out_path)
     if runtime == "onnxruntime" and runs:
-        speed: dict[str, Any] = measure_speedup(fp32_path, out_path, held_out.inputs[0], runs=runs, threads=spec.options.get("threads"))
+        speed: dict[str, Any] = measure_speedup(fp32_path, out_path, held_out.inputs[0], runs=runs, threads=spec.threads)
     else:
         speed = {
             "measured": False,

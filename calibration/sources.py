@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segexport.digests import sha256_file
+from segexport.checks import check_fraction, check_int
 from segexport.errors import InvalidInputError, closest
 
 if TYPE_CHECKING:
@@ -50,9 +51,32 @@ FALLBACK_CHOICES = ("on", "off")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+#: The int8 options of a build: key → the CLI flag that sets it (Python-only keys name themselves).
+CALIBRATION_OPTIONS = {
+    "calib": "--calib",
+    "calib_count": "--calib-count",
+    "calib_method": "--calib-method",
+    "calib_cache": "--calib-cache",
+    "calib_percentile": "calib_percentile",
+    "val": "--val",
+    "val_fraction": "val_fraction",
+    "val_count": "val_count",
+    "int8_fallback": "--int8-fallback",
+    "int8_min_iou": "int8_min_iou",
+    "int8_max_float_share": "int8_max_float_share",
+    "int8_speed_runs": "int8_speed_runs",
+}
+#: The held-out mean IoU int8 must keep by default (agreement comes from the parity policy).
+DEFAULT_MIN_IOU = 0.95
+#: Past this share of the quantized multiply-adds in float, int8 is not worth shipping.
+DEFAULT_MAX_FLOAT_SHARE = 0.5
+#: Timed runs of int8 against fp32 for the manifest's speed record.
+DEFAULT_SPEED_RUNS = 5
+
+
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """The calibration settings of one build, validated.
+    """The int8 settings of one build, validated: calibration data, held-out images, accuracy budget.
 
     Attributes:
         source: a folder of images, or ``"random"``.
@@ -64,6 +88,9 @@ class CalibrationConfig:
         val_fraction: the share of ``source`` held out when ``val`` is None.
         val_count: the most held-out images to judge on (evenly spaced over them).
         fallback: keep the most int8-hostile layers in float until the held-out budget holds.
+        min_iou: least mean IoU between int8 and fp32 masks on the held-out set.
+        max_float_share: most of the quantized layers' multiply-adds the fallback may put back in float.
+        speed_runs: timed runs of int8 against fp32 for the manifest (0: not timed).
     """
 
     source: str
@@ -75,20 +102,25 @@ class CalibrationConfig:
     val_fraction: float = DEFAULT_VAL_FRACTION
     val_count: int = DEFAULT_VAL_COUNT
     fallback: bool = True
+    min_iou: float = DEFAULT_MIN_IOU
+    max_float_share: float = DEFAULT_MAX_FLOAT_SHARE
+    speed_runs: int = DEFAULT_SPEED_RUNS
 
     @property
     def is_random(self) -> bool:
         return self.source == RANDOM
 
     @classmethod
-    def from_spec(cls, spec: ExportSpec) -> CalibrationConfig:
-        """Read and check the ``calib*``, ``val*`` and ``int8_fallback`` options of the spec."""
-        opts = spec.options
+    def from_options(cls, opts: Mapping[str, Any]) -> CalibrationConfig:
+        """Read and check the int8 options (keys of :data:`CALIBRATION_OPTIONS`; None keeps a default)."""
+        unknown_keys = sorted(set(opts) - set(CALIBRATION_OPTIONS))
+        if unknown_keys:
+            raise InvalidInputError(f"Unknown int8 option {unknown_keys[0]!r}; allowed: {', '.join(CALIBRATION_OPTIONS)}.")
         source = opts.get("calib")
         if not source:
             raise InvalidInputError("int8 needs calibration data: pass --calib DIR (a folder of images) or --calib random.")
         source = str(source)
-        count = _positive_int(opts.get("calib_count"), DEFAULT_COUNT, "--calib-count")
+        count = check_int("--calib-count", _default(opts, "calib_count", DEFAULT_COUNT))
         method = str(opts.get("calib_method") or DEFAULT_METHOD).lower()
         if method not in METHODS:
             raise InvalidInputError(f"Unknown --calib-method {method!r}; allowed: {', '.join(METHODS)}.{closest(method, METHODS)}")
@@ -97,7 +129,7 @@ class CalibrationConfig:
             if not folder.is_dir():
                 hint = " (use --calib random for seeded random inputs)" if source.lower() == RANDOM else ""
                 raise InvalidInputError(f"--calib {source!r} is not a folder of images nor 'random'{hint}.")
-        percentile = float(opts.get("calib_percentile", 99.99))
+        percentile = float(_default(opts, "calib_percentile", 99.99))
         if not 50.0 < percentile <= 100.0:
             raise InvalidInputError(f"calib_percentile must be in (50, 100]; got {percentile!r}.")
         cache = opts.get("calib_cache")
@@ -112,13 +144,10 @@ class CalibrationConfig:
                 raise InvalidInputError(
                     f"--val {val!r} is the --calib folder; give a folder of other images, or drop --val to split --calib."
                 )
-        fraction = opts.get("val_fraction")
-        fraction = DEFAULT_VAL_FRACTION if fraction is None else fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
-            raise InvalidInputError(f"val_fraction must be a number in (0, 1); got {fraction!r}.")
-        val_count = _positive_int(opts.get("val_count"), DEFAULT_VAL_COUNT, "--val-count")
-        fallback = opts.get("int8_fallback")
-        fallback = "on" if fallback is None else {True: "on", False: "off"}.get(fallback, fallback)
+        fraction = check_fraction("val_fraction", _default(opts, "val_fraction", DEFAULT_VAL_FRACTION), open_ends=True)
+        val_count = check_int("val_count", _default(opts, "val_count", DEFAULT_VAL_COUNT))
+        fallback = _default(opts, "int8_fallback", "on")
+        fallback = {True: "on", False: "off"}.get(fallback, fallback)
         if fallback not in FALLBACK_CHOICES:
             raise InvalidInputError(
                 f"--int8-fallback must be one of {', '.join(FALLBACK_CHOICES)}; got {fallback!r}.{closest(str(fallback), FALLBACK_CHOICES)}"
@@ -130,17 +159,18 @@ class CalibrationConfig:
             cache=Path(cache) if cache else None,
             percentile=percentile,
             val=val,
-            val_fraction=float(fraction),
+            val_fraction=fraction,
             val_count=val_count,
             fallback=fallback == "on",
+            min_iou=check_fraction("int8_min_iou", _default(opts, "int8_min_iou", DEFAULT_MIN_IOU)),
+            max_float_share=check_fraction("int8_max_float_share", _default(opts, "int8_max_float_share", DEFAULT_MAX_FLOAT_SHARE)),
+            speed_runs=check_int("int8_speed_runs", _default(opts, "int8_speed_runs", DEFAULT_SPEED_RUNS), minimum=0),
         )
 
 
-def _positive_int(value: Any, default: int, flag: str) -> int:
-    value = default if value is None else value
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidInputError(f"{flag} must be an integer >= 1; got {value!r}.")
-    return value
+def _default(opts: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = opts.get(key)
+    return default if value is None else value
 
 
 @dataclass
@@ -333,11 +363,17 @@ def batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
     return out
 
 
+def _config_of(spec: ExportSpec) -> CalibrationConfig:
+    if spec.calibration is None:
+        raise InvalidInputError("int8 needs calibration data: pass --calib DIR (a folder of images) or --calib random.")
+    return spec.calibration
+
+
 def load_calibration(spec: ExportSpec, config: CalibrationConfig | None = None) -> CalibrationData:
     """The calibration batches for ``spec``: its share of the folder prepared for the encoder, or seeded noise."""
-    config = config or CalibrationConfig.from_spec(spec)
+    config = config or _config_of(spec)
     if config.is_random:
-        seed = int(spec.options.get("seed", 0))
+        seed = spec.seed
         return _random_set(spec, config.count, seed, "seeded standard normal noise")
     folder = Path(config.source)
     names = _image_names(folder, "--calib")
@@ -358,9 +394,9 @@ def load_validation(spec: ExportSpec, config: CalibrationConfig | None = None) -
     Raises:
         InvalidInputError: an image of --val is also in the calibration set (same content).
     """
-    config = config or CalibrationConfig.from_spec(spec)
+    config = config or _config_of(spec)
     if config.is_random:
-        seed = int(spec.options.get("seed", 0)) + 1
+        seed = spec.seed + 1
         count = min(config.val_count, max(1, round(config.count * config.val_fraction)))
         return _random_set(spec, count, seed, f"seeded standard normal noise (seed {seed}, not the calibration seed)")
     if config.val is None:
@@ -405,7 +441,9 @@ def _image_set(spec: ExportSpec, folder: Path, names: Sequence[str], selection: 
     from segexport.arch.encoders import get_pretrained_settings
 
     c, h, w = spec.in_channels, spec.height, spec.width
-    settings = get_pretrained_settings(spec.options["encoder"])
+    if spec.encoder is None:
+        raise InvalidInputError("Calibration images need the encoder's name (its normalization): the spec has none.")
+    settings = get_pretrained_settings(spec.encoder)
     paths = [folder / name for name in names]
     prepared = np.stack([resize(match_channels(read_image(p), c, name), h, w) for p, name in zip(paths, names)])
     prep = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segexport.checks import check_int
 from segexport.errors import InvalidInputError, OutputError, ParityError, SegexportError, first_line
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -60,6 +61,8 @@ class BuildRequest:
     out: str | os.PathLike[str] | None = None
     force: bool = False
     seed: int = 0
+    #: onnxruntime intra-op threads for validation (None: its default; the matrix gives each worker its share).
+    threads: int | None = None
 
     def output_dir(self) -> Path:
         if self.out is not None:
@@ -131,15 +134,13 @@ def pretrained_fields(
 
 def _check_request(req: BuildRequest) -> None:
     for name in ("batch", "height", "width", "classes", "in_channels"):
-        value = getattr(req, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidInputError(f"{name} must be an integer >= 1; got {value!r}.")
+        check_int(name, getattr(req, name))
     if req.precision not in PRECISIONS:
         raise InvalidInputError(f"Unknown precision {req.precision!r}; allowed: {', '.join(PRECISIONS)}.")
     if req.precision == "int8" and not req.calib:
         raise InvalidInputError("int8 needs calibration data: pass --calib DIR (a folder of images) or --calib random.")
-    if req.aux_classes is not None and req.aux_classes < 1:
-        raise InvalidInputError(f"aux_classes must be an integer >= 1; got {req.aux_classes!r}.")
+    if req.aux_classes is not None:
+        check_int("aux_classes", req.aux_classes)
     for name in ("atol", "rtol"):
         value = getattr(req, name)
         if value is not None and not value >= 0:
@@ -204,6 +205,7 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
     from segexport.targets import ExportSpec, get_target
 
     target = get_target(req.target)
+    target_options, calibration = split_options(target, req)
     out = req.output_dir()
     from segexport.bundle import check_output_dir, output_lock, staging_dir, write_bundle, write_failure
 
@@ -233,15 +235,13 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
         precision=req.precision,
         opset=req.opset,
         stride=model.required_stride,
-        options={
-            **dict(req.target_options or {}),
-            "seed": req.seed,
-            "calib": req.calib,
-            "model_arguments": arguments,
-            "encoder": req.encoder,
-            "progress": say,
-        },
+        options=target_options,
+        calibration=calibration,
         parity=policy,
+        seed=req.seed,
+        encoder=req.encoder,
+        threads=req.threads,
+        progress=say,
     )
     target.check(spec)
 
@@ -311,6 +311,27 @@ class BuildSteps:
             yield
         finally:
             self.seconds[key] = round(time.perf_counter() - start, 3)
+
+
+def split_options(target: Any, req: BuildRequest) -> tuple[Any, Any]:
+    """``req.target_options`` as the target's typed record and, for int8, the calibration record.
+
+    An option of int8 given to another precision, or one the target does not take, fails
+    with the allowed list (None values are "not given": the CLI passes every flag).
+    """
+    from segexport.calibration.sources import CALIBRATION_OPTIONS, CalibrationConfig
+
+    given = {k: v for k, v in dict(req.target_options or {}).items() if v is not None}
+    if "calib" in given:
+        raise InvalidInputError("Give the calibration folder as calib=..., not inside target_options.")
+    int8 = {k: given.pop(k) for k in list(given) if k in CALIBRATION_OPTIONS}
+    if req.calib is not None:
+        int8["calib"] = req.calib
+    if req.precision != "int8" and int8:
+        flag = CALIBRATION_OPTIONS[next(iter(int8))]
+        raise InvalidInputError(f"{flag} is an int8 option; add --int8 (precision='int8') or drop it.")
+    calibration = CalibrationConfig.from_options(int8) if req.precision == "int8" else None
+    return target.Options.parse(given, target.name), calibration
 
 
 @contextlib.contextmanager
@@ -437,7 +458,7 @@ def verify(path: str | os.PathLike[str], expect_digest: str | None = None) -> Ve
             precision=m["precision"],
             opset=exp["opset"],
             stride=exp["stride"],
-            options={"seed": policy.seed},
+            seed=policy.seed,
             parity=policy,
         )
     except (KeyError, TypeError) as exc:

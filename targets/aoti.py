@@ -13,7 +13,7 @@ a persistent directory, ``~/.cache/segexport/inductor`` by default, instead of a
 fresh one in /tmp per boot: the probe builds that find the CPU's vector instruction
 sets (8 s and more on a busy 2-core machine, paid by the first compile of every
 process otherwise). The build's own sources and library are removed from it once
-packaged. Progress is reported every 15 s through ``spec.options["progress"]`` when
+packaged. Progress is reported every 15 s through ``spec.progress`` when
 the pipeline passes one.
 
 Dynamic graphs are exported from a batch-2 example with an explicit minimum of 1
@@ -41,7 +41,7 @@ from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 from segexport.quiet import quiet_logger
 
-from .base import ExportResult, ExportSpec, io_entries, judge, trace_example_shape
+from .base import ExportResult, ExportSpec, TargetOptions, check_precision, io_entries, judge, trace_example_shape
 
 MODEL_FILE = "model.pt2"
 #: Seconds between "still compiling" progress lines.
@@ -193,16 +193,14 @@ class AotiTarget:
 
     name = "aoti"
     precisions = ("fp32",)
+    Options = TargetOptions
 
     def check(self, spec: ExportSpec) -> None:
-        if spec.precision not in self.precisions:
-            raise InvalidInputError(
-                f"Precision {spec.precision!r} is not available for target aoti; allowed: {', '.join(self.precisions)}."
-            )
+        check_precision(self, spec)
         cpp_compiler()
 
     def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
-        say: Callable[[str], None] = spec.options.get("progress") or _log.info
+        say: Callable[[str], None] = spec.progress or _log.info
         start = time.monotonic()
         program = export_program(model, spec)
         say(f"aoti: torch.export done in {time.monotonic() - start:.0f} s")

@@ -7,22 +7,46 @@ describes itself for the manifest. The pipeline never branches on target names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from segexport.errors import InvalidInputError
 from segexport.parity import ParityPolicy, parity_report
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    from segexport.calibration.sources import CalibrationConfig
     from segexport.parity import ParityReport
 
 #: The graph input's name in every artifact, and the axes a dynamic graph leaves free.
 INPUT_NAME = "input"
 DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """A target's own build options: each target subclasses this with its fields (ONNX and
+    TorchScript have none). Field metadata ``flag`` names the CLI flag in error messages."""
+
+    @classmethod
+    def allowed(cls) -> dict[str, str]:
+        """Each option's key and the CLI flag that sets it."""
+        return {f.name: f.metadata.get("flag", f.name) for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any], target: str) -> TargetOptions:
+        """The record for ``given`` (None values keep the defaults); an unknown key fails, naming those allowed."""
+        allowed = cls.allowed()
+        for key, value in given.items():
+            if value is not None and key not in allowed:
+                takes = ", ".join(f"{k} ({f})" if f != k else k for k, f in allowed.items()) or "none"
+                raise InvalidInputError(f"{key!r} is not an option of --target {target}; its options: {takes}.")
+        return cls(**{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -39,10 +63,20 @@ class ExportSpec:
     opset: int = 18
     #: H and W must stay multiples of this in dynamic graphs (the model's required stride).
     stride: int = 1
-    #: Target-specific options (calibration data, shapes for TensorRT profiles, ...).
-    options: dict[str, Any] = field(default_factory=dict)
+    #: The target's own options (its ``Options`` record: TensorRT's profile shapes, workspace, ...).
+    options: TargetOptions = field(default_factory=TargetOptions)
+    #: int8 only: the calibration and held-out images and the accuracy budget.
+    calibration: CalibrationConfig | None = None
     #: How validation judges the artifact (the precision's defaults when None).
     parity: ParityPolicy | None = None
+    #: Seed of random calibration inputs (parity inputs use the policy's seed).
+    seed: int = 0
+    #: The encoder's name: its pretrained normalization prepares calibration images.
+    encoder: str | None = None
+    #: onnxruntime intra-op threads for validation and int8 timing (None: onnxruntime's default).
+    threads: int | None = None
+    #: Where long steps (an AOTI compile, the int8 fallback) report progress.
+    progress: Callable[[str], None] | None = field(default=None, compare=False)
 
     @property
     def policy(self) -> ParityPolicy:
@@ -81,6 +115,8 @@ class Target(Protocol):
 
     name: str
     precisions: tuple[str, ...]
+    #: The record its ``ExportSpec.options`` holds.
+    Options: ClassVar[type[TargetOptions]]
 
     def check(self, spec: ExportSpec) -> None:
         """Raise InvalidInputError before any work when ``spec`` cannot be built here."""
@@ -95,6 +131,14 @@ class Target(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Runtime name and versions for the manifest."""
+
+
+def check_precision(target: Target, spec: ExportSpec) -> None:
+    """Refuse a precision the target does not build, naming those it does."""
+    if spec.precision not in target.precisions:
+        raise InvalidInputError(
+            f"Precision {spec.precision!r} is not available for target {target.name}; allowed: {', '.join(target.precisions)}."
+        )
 
 
 def tensor_info(name: str, shape: Sequence[int | str], dtype: str) -> dict[str, Any]:

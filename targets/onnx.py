@@ -30,10 +30,16 @@ from segexport.onnx_files import (
 from segexport.parity import ParityReport
 from segexport.quiet import quiet_fds, quiet_prints
 
-from .base import DYNAMIC_DIMS, INPUT_NAME, ExportResult, ExportSpec, judge, tensor_info
+from .base import DYNAMIC_DIMS, INPUT_NAME, ExportResult, ExportSpec, TargetOptions, check_precision, judge, tensor_info
 
 MODEL_FILE = "model.onnx"
 MIN_OPSET, MAX_OPSET = 17, 23
+
+
+def check_opset(spec: ExportSpec) -> None:
+    """Refuse an opset outside what the exporters and onnxruntime handle here."""
+    if not MIN_OPSET <= spec.opset <= MAX_OPSET:
+        raise InvalidInputError(f"--opset {spec.opset} is not supported; allowed: {MIN_OPSET}..{MAX_OPSET}.")
 
 
 def export_onnx(model: Any, spec: ExportSpec, path: Path) -> str:
@@ -203,14 +209,11 @@ class OnnxTarget:
 
     name = "onnx"
     precisions = ("fp32", "int8")
+    Options = TargetOptions
 
     def check(self, spec: ExportSpec) -> None:
-        if not MIN_OPSET <= spec.opset <= MAX_OPSET:
-            raise InvalidInputError(f"--opset {spec.opset} is not supported; allowed: {MIN_OPSET}..{MAX_OPSET}.")
-        if spec.precision not in self.precisions:
-            raise InvalidInputError(
-                f"Precision {spec.precision!r} is not available for target onnx; allowed: {', '.join(self.precisions)}."
-            )
+        check_opset(spec)
+        check_precision(self, spec)
 
     def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
         path = out_dir / MODEL_FILE
@@ -237,7 +240,7 @@ class OnnxTarget:
         inputs: Sequence[np.ndarray],
         reference: Sequence[dict[str, np.ndarray]],
     ) -> ParityReport:
-        actual = run_onnxruntime(out_dir / result.artifact, inputs, threads=spec.options.get("threads"))
+        actual = run_onnxruntime(out_dir / result.artifact, inputs, threads=spec.threads)
         return judge(spec, actual, reference, "onnxruntime-cpu", inputs)
 
     def describe(self) -> dict[str, Any]:

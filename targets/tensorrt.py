@@ -33,7 +33,7 @@ import contextlib
 import importlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,11 +41,12 @@ from typing import Any
 import numpy as np
 
 from segexport.atomic import write_atomic
+from segexport.checks import check_int
 from segexport.errors import ExportError, InvalidInputError
 from segexport.parity import ParityReport
 
-from .base import ExportResult, ExportSpec, judge
-from .onnx import MAX_OPSET, MIN_OPSET, export_onnx, onnx_io, run_onnxruntime
+from .base import ExportResult, ExportSpec, TargetOptions, check_precision, judge
+from .onnx import check_opset, export_onnx, onnx_io, run_onnxruntime
 
 ENGINE_FILE = "model.engine"
 #: The graph each precision builds from; it stays in the bundle.
@@ -56,6 +57,19 @@ MODULE_ENV = "SEGEXPORT_TRT_MODULE"
 SHAPE_FLAGS = {"min_shape": "--min-shape", "opt_shape": "--opt-shape", "max_shape": "--max-shape"}
 
 Shape = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class TensorRTOptions(TargetOptions):
+    """``--target trt``'s options: the dynamic profile and the builder's settings."""
+
+    min_shape: str | None = field(default=None, metadata={"flag": "--min-shape"})
+    opt_shape: str | None = field(default=None, metadata={"flag": "--opt-shape"})
+    max_shape: str | None = field(default=None, metadata={"flag": "--max-shape"})
+    workspace_mb: int | None = field(default=None, metadata={"flag": "--workspace"})
+    timing_cache: str | None = field(default=None, metadata={"flag": "--timing-cache"})
+    hardware_compat: bool = field(default=False, metadata={"flag": "--hardware-compat"})
+    version_compat: bool = False
 
 
 # --------------------------------------------------------------------------- runtime module
@@ -154,6 +168,15 @@ def parse_shape(text: str, flag: str) -> Shape:
     return dims  # type: ignore[return-value]
 
 
+def _options(spec: ExportSpec) -> TensorRTOptions:
+    """The spec's TensorRT options (the defaults when the spec was made without any)."""
+    if isinstance(spec.options, TensorRTOptions):
+        return spec.options
+    if type(spec.options) is TargetOptions:
+        return TensorRTOptions()
+    raise TypeError(f"A TensorRT build got {type(spec.options).__name__}, not TensorRTOptions.")
+
+
 def optimization_profile(spec: ExportSpec) -> Profile | None:
     """The input's profile: None for a static engine, else from the shape options or the defaults.
 
@@ -161,7 +184,8 @@ def optimization_profile(spec: ExportSpec) -> Profile | None:
     W/2 rounded down to the model's stride) — the export shape in the middle, and room
     for the second shape parity checks.
     """
-    given = {k: spec.options.get(k) for k in SHAPE_FLAGS if spec.options.get(k)}
+    opts = _options(spec)
+    given = {k: getattr(opts, k) for k in SHAPE_FLAGS if getattr(opts, k)}
     if not spec.dynamic:
         if given:
             flags = ", ".join(SHAPE_FLAGS[k] for k in given)
@@ -218,11 +242,11 @@ class BuildSettings:
 
     @classmethod
     def from_spec(cls, spec: ExportSpec, trt: ModuleType) -> BuildSettings:
-        opts = spec.options
-        workspace = opts.get("workspace_mb")
-        if workspace is not None and (not isinstance(workspace, int) or isinstance(workspace, bool) or workspace < 1):
-            raise InvalidInputError(f"--workspace must be a number of MiB >= 1; got {workspace!r}.")
-        cache = opts.get("timing_cache")
+        opts = _options(spec)
+        workspace = opts.workspace_mb
+        if workspace is not None:
+            check_int("--workspace (MiB)", workspace)
+        cache = opts.timing_cache
         rtx = trt.__name__ == "tensorrt_rtx"
         if cache and rtx:
             raise InvalidInputError(
@@ -230,14 +254,14 @@ class BuildSettings:
                 "timing kernels, and a timing cache would make it query a GPU. Its kernels are compiled on the "
                 "target GPU at first run (the application keeps that runtime cache). Drop --timing-cache."
             )
-        version_compat = bool(opts.get("version_compat", False))
+        version_compat = bool(opts.version_compat)
         if version_compat and rtx:
             raise InvalidInputError("version_compat needs tensorrt; tensorrt_rtx engines are not version-compatible.")
         return cls(
             profile=optimization_profile(spec),
             workspace_mb=workspace,
             timing_cache=Path(cache) if cache else None,
-            hardware_compat=bool(opts.get("hardware_compat", False)),
+            hardware_compat=bool(opts.hardware_compat),
             version_compat=version_compat,
         )
 
@@ -410,6 +434,7 @@ class TensorRTTarget:
 
     name = "trt"
     precisions = ("fp32", "fp16", "int8")
+    Options = TensorRTOptions
 
     def __init__(self) -> None:
         self._trt: ModuleType | None = None
@@ -421,15 +446,9 @@ class TensorRTTarget:
         return self._trt
 
     def check(self, spec: ExportSpec) -> None:
-        if spec.precision not in self.precisions:
-            raise InvalidInputError(f"Precision {spec.precision!r} is not available for target trt; allowed: {', '.join(self.precisions)}.")
-        if not MIN_OPSET <= spec.opset <= MAX_OPSET:
-            raise InvalidInputError(f"--opset {spec.opset} is not supported; allowed: {MIN_OPSET}..{MAX_OPSET}.")
+        check_precision(self, spec)
+        check_opset(spec)
         BuildSettings.from_spec(spec, self.trt)
-        if spec.precision == "int8":
-            from segexport.calibration.sources import CalibrationConfig
-
-            CalibrationConfig.from_spec(spec)
 
     def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
         trt = self.trt

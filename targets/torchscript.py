@@ -39,7 +39,7 @@ import numpy as np
 from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 
-from .base import ExportResult, ExportSpec, io_entries, judge, trace_example_shape
+from .base import ExportResult, ExportSpec, TargetOptions, check_precision, io_entries, judge, trace_example_shape
 
 MODEL_FILE = "model.ts"
 #: precision → the device the artifact is traced and validated on
@@ -145,12 +145,10 @@ class TorchScriptTarget:
 
     name = "torchscript"
     precisions = ("fp32", "fp16")
+    Options = TargetOptions
 
     def check(self, spec: ExportSpec) -> None:
-        if spec.precision not in self.precisions:
-            raise InvalidInputError(
-                f"Precision {spec.precision!r} is not available for target torchscript; allowed: {', '.join(self.precisions)}."
-            )
+        check_precision(self, spec)
         if spec.precision == "fp16":
             _require_cuda()
 

@@ -48,10 +48,10 @@ def spec_for(calib: str | Path | None, size: int = 32, batch: int = 1, in_channe
         output_names=("mask",),
         precision="int8",
         # The graphs' form is what these tests check; the fallback that changes it has its own (test_int8_accuracy.py).
-        options={
-            "calib": str(calib) if calib is not None else None, "encoder": "resnet34", "seed": 0,
-            "int8_fallback": "off", "int8_speed_runs": 1, **options,
-        },  # fmt: skip
+        calibration=None if calib is None else CalibrationConfig.from_options(
+            {"calib": str(calib), "int8_fallback": "off", "int8_speed_runs": 1, **options}
+        ),
+        encoder="resnet34",
     )
 
 

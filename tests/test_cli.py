@@ -105,3 +105,33 @@ def test_the_static_name_table_matches_the_registries():
     assert names.ARCHITECTURE_ALIASES == ALIASES
     assert list(names.ENCODERS) == list_encoders()
     assert list(names.TARGETS) == list_targets()
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "fragment"),
+    [
+        ("trt", {"workspace": 64}, r"'workspace' is not an option of --target trt; its options: min_shape \(--min-shape\)"),
+        ("onnx", {"min_shape": "1x3x64x64"}, r"'min_shape' is not an option of --target onnx; its options: none"),
+        ("onnx", {"calib_count": 4}, r"--calib-count is an int8 option"),
+        ("onnx", {"calib": "random"}, r"not inside target_options"),
+    ],
+)
+def test_a_target_option_that_the_build_does_not_take_is_refused_with_what_it_takes(tmp_path, target, options, fragment):
+    import segexport
+    from segexport.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=fragment):
+        segexport.build("unet", "resnet18", target=target, target_options=options, out=tmp_path / "b", height=32, width=32)
+    assert not (tmp_path / "b").exists()
+
+
+def test_target_options_become_the_targets_typed_record():
+    from segexport.pipeline import BuildRequest, split_options
+    from segexport.targets import get_target
+    from segexport.targets.tensorrt import TensorRTOptions
+
+    req = BuildRequest("unet", "resnet18", target="trt", precision="int8", calib="random",
+                       target_options={"workspace_mb": 64, "calib_count": 4, "opt_shape": None})  # fmt: skip
+    options, calibration = split_options(get_target("trt"), req)
+    assert options == TensorRTOptions(workspace_mb=64)
+    assert (calibration.source, calibration.count) == ("random", 4)

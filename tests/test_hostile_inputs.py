@@ -370,6 +370,8 @@ def test_two_builds_racing_to_one_out_give_one_complete_bundle(tmp_path):
         (["build", "unett", "resnet34"], "Did you mean 'unet'"),
         (["build", "unet", "resnet99"], "Unknown encoder 'resnet99'"),
         (["build", "unet", "resnet34", "--target", "onyx"], "Did you mean 'onnx'"),
+        (["build", "unet", "resnet34", "--calib-count", "4"], "--calib-count is an int8 option; add --int8"),
+        (["build", "unet", "resnet34", "--workspace", "512"], "'workspace_mb' is not an option of --target onnx"),
         (["list", "encoderz"], "Did you mean 'encoders'"),
         (["inspect", "."], "is not a segexport bundle"),
         (["verify", "."], "is not a segexport bundle"),

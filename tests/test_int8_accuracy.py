@@ -35,7 +35,8 @@ def spec_for(calib: Path | str, **options: object) -> ExportSpec:
         width=SIZE,
         output_names=("mask",),
         precision="int8",
-        options={"calib": str(calib), "encoder": "resnet34", "seed": 0, "int8_speed_runs": 1, **options},
+        calibration=CalibrationConfig.from_options({"calib": str(calib), "int8_speed_runs": 1, **options}),
+        encoder="resnet34",
     )
 
 
@@ -183,7 +184,7 @@ def test_random_calibration_is_judged_on_other_noise():
     spec = spec_for("random", calib_count=8)
     calib, held = load_calibration(spec), load_validation(spec)
     assert held.images == 2 and not any(np.array_equal(h, c) for h in held.inputs for c in calib.inputs)
-    assert CalibrationConfig.from_spec(spec).val is None
+    assert spec.calibration.val is None
 
 
 # --------------------------------------------------------------------------- the fallback

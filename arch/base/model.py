@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
+from segexport.checks import check_int
 from segexport.errors import InputShapeError, InvalidInputError
 
 from .export_mode import is_exporting
@@ -346,10 +347,8 @@ def check_common_args(
     allowed_depths: Sequence[int],
 ) -> None:
     """Validate the arguments every architecture shares, with messages that say what is allowed."""
-    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
-        raise InvalidInputError(f"classes must be an integer >= 1; got {classes!r}.")
-    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-        raise InvalidInputError(f"in_channels must be an integer >= 1; got {in_channels!r}.")
+    check_int("classes", classes)
+    check_int("in_channels", in_channels)
     if encoder_depth not in allowed_depths:
         raise InvalidInputError(
             f"encoder_depth {encoder_depth!r} is out of range for {arch}; allowed: "

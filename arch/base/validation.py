@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from segexport.checks import check_int
 from segexport.errors import InvalidInputError, closest
 
 INTERPOLATION_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
@@ -18,6 +19,9 @@ def check_interpolation(mode: str) -> None:
 
 def check_channels(name: str, value: object, multiple_of: int = 1, why: str = "") -> None:
     """A layer width argument must be a positive integer (and a multiple of ``multiple_of``, because ``why``)."""
+    if multiple_of == 1 and not why:
+        check_int(name, value)
+        return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value % multiple_of:
         what = f"a positive multiple of {multiple_of}" if multiple_of > 1 else "an integer >= 1"
         reason = f" ({why})" if why else ""

@@ -63,14 +63,14 @@ def build(
     fp16: bool = typer.Option(False, "--fp16", help="Half precision."),
     int8: bool = typer.Option(False, "--int8", help="INT8 with explicit Q/DQ (needs --calib)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration images folder, or 'random'."),
-    calib_count: int = typer.Option(32, "--calib-count", help="Calibration images to use."),
-    calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile."),
+    calib_count: Optional[int] = typer.Option(None, "--calib-count", help="Calibration images to use (default 32)."),
+    calib_method: Optional[str] = typer.Option(None, "--calib-method", help="minmax (default) | entropy | percentile."),
     calib_cache: Optional[str] = typer.Option(None, "--calib-cache", help="File caching calibration ranges (default beside the bundle)."),
     val: Optional[str] = typer.Option(
         None, "--val", help="int8 is judged on these images (default: a fixed held-out split of --calib, never calibrated on)."
     ),
-    int8_fallback: str = typer.Option(
-        "on", "--int8-fallback", help="on: keep the fewest int8-hostile layers in float until the held-out budget holds; off: never."
+    int8_fallback: Optional[str] = typer.Option(
+        None, "--int8-fallback", help="on (default): keep the fewest int8-hostile layers in float until the held-out budget holds; off: never."
     ),
     min_shape: Optional[str] = typer.Option(None, "--min-shape", help="TensorRT profile minimum, e.g. 1x3x256x256 (with --dynamic)."),
     opt_shape: Optional[str] = typer.Option(None, "--opt-shape", help="TensorRT profile optimum shape (with --dynamic)."),
@@ -141,7 +141,7 @@ def build(
             "max_shape": max_shape,
             "workspace_mb": workspace,
             "timing_cache": timing_cache,
-            "hardware_compat": hardware_compat,
+            "hardware_compat": hardware_compat or None,  # None: not given (an option of trt only)
         },
         opset=opset,
         atol=atol,

@@ -17,6 +17,7 @@ from typing import Any
 
 from segexport.arguments import parse_arch_args as parse_pairs
 from segexport.bundle import sha256_file
+from segexport.checks import check_int
 from segexport.errors import InvalidInputError, closest, unknown
 from segexport.matrix.fingerprints import calib_fingerprint, cell_key, tool_versions
 from segexport.matrix.model import Cell, CellJob, CellResult, MatrixConfig
@@ -185,13 +186,10 @@ def row_checkpoints(folder: str | os.PathLike[str] | None, rows: Sequence[tuple[
 def check_config(config: MatrixConfig) -> None:
     """Numbers the user gave that cannot work (the names are checked by :func:`resolve_names`)."""
     for name in ("height", "width"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidInputError(f"{name} must be an integer >= 1; got {value!r}.")
-    if not isinstance(config.classes, int) or isinstance(config.classes, bool) or config.classes < 1:
-        raise InvalidInputError(f"--classes must be an integer >= 1; got {config.classes!r}.")
-    if config.jobs is not None and config.jobs < 1:
-        raise InvalidInputError(f"-j must be >= 1; got {config.jobs}.")
+        check_int(name, getattr(config, name))
+    check_int("--classes", config.classes)
+    if config.jobs is not None:
+        check_int("-j", config.jobs)
     if not config.timeout > 0:
         raise InvalidInputError(f"--timeout must be > 0 seconds; got {config.timeout!r}.")
     if config.iters < 0:

@@ -54,10 +54,8 @@ def run_cell(job: CellJob, say: Progress | None = None) -> CellResult:
         checkpoint=job.checkpoint,
         classes=job.classes,
         precision=cell.precision,
-        calib=job.calib,
-        # The same defaults `segexport build` passes; "threads" is a hint for runtimes that take one.
-        target_options={"calib_count": 32, "calib_method": "minmax", "calib_cache": None, "min_shape": None, "opt_shape": None,
-                        "max_shape": None, "workspace_mb": None, "timing_cache": None, "hardware_compat": False, "threads": job.threads},
+        calib=job.calib if cell.precision == "int8" else None,
+        threads=job.threads,
         out=out,
         force=True,
     )
