@@ -34,7 +34,7 @@ def runners(bundles: dict[str, Path], x: np.ndarray, threads: int) -> dict[str, 
     import onnxruntime as ort
     import torch._inductor
 
-    from segexport.targets.torchscript import load_torchscript
+    from segexport.targets.runners import load_torchscript
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -10,15 +10,13 @@ the oldest are dropped beyond ``MAX_ENTRIES``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from segexport.atomic import write_atomic
 from segexport.digests import sha256_files
 from segexport.errors import InvalidInputError
 
@@ -63,19 +61,7 @@ def save_ranges(path: Path, key: str, ranges: Ranges, about: dict[str, Any]) -> 
     entries[key] = {"about": about, "ranges": {name: [lo, hi] for name, (lo, hi) in sorted(ranges.items())}}
     while len(entries) > MAX_ENTRIES:
         entries.pop(next(iter(entries)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"format": CACHE_FORMAT, "entries": entries}, f, indent=1)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the cache is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1))
 
 
 def _read(path: Path) -> dict[str, Any]:

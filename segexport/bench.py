@@ -10,8 +10,6 @@ machine hit them alike and the ratios compare like with like.
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from segexport.resources import peak_rss_mib
 from segexport.errors import InvalidInputError
 
 #: Nominal dense fp32 / fp16 peak in TFLOP/s for GPUs we know (vendor datasheets, dense, no sparsity).
@@ -245,7 +244,7 @@ def bench(
                         speedup_vs_eager=eager.median / lat.median if eager else None,
                     )
                 )
-    report.peak_rss_mib = _peak_rss_mib()
+    report.peak_rss_mib = peak_rss_mib()
     if device == "cuda":
         import torch
 
@@ -267,11 +266,6 @@ def _eager_call(model: Any, x: np.ndarray, device: str, threads: int | None) -> 
             return model(t)
 
     return call, (torch.cuda.synchronize if device == "cuda" else (lambda: None))
-
-
-def _peak_rss_mib() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def format_table(report: BenchReport) -> str:

@@ -156,26 +156,23 @@ def artifact_runner(bundle: Any, device: str = "cpu", threads: int | None = None
     A TensorRT bundle without a CUDA GPU runs the graph its engine was built from in
     onnxruntime on the CPU (Q/DQ as written for int8), as its validation does there.
     """
-    from segexport.targets.runners import runner_for
+    from segexport.targets.runners import OnnxRuntimeRunner, Runner, runner_for
 
     m = bundle.manifest
+    runner: Runner
+    described = None
     if m["target"] == "trt":
         import torch
 
         if not torch.cuda.is_available():
-            from segexport.targets.onnx import run_onnxruntime
-
             source = m["export"].get("tensorrt", {}).get("onnx") or "model.onnx"
-            path = bundle.path_of(source)
-            as_written = m["precision"] == "int8"
-            return (
-                lambda x: run_onnxruntime(path, [x], threads, as_written=as_written)[0],
-                f"onnxruntime-cpu ({source}; no CUDA GPU for the engine)",
-                lambda: None,
-            )
-    runner = runner_for(bundle.path, m, device=device, threads=threads)
+            runner = OnnxRuntimeRunner(bundle.path_of(source), threads=threads, as_written=m["precision"] == "int8")
+            described = f"onnxruntime-cpu ({source}; no CUDA GPU for the engine)"
+    if described is None:
+        runner = runner_for(bundle.path, m, device=device, threads=threads)
+        described = f"{runner.runtime} ({m['artifact']}, {device})"
     runner.__enter__()
-    return runner.infer, f"{runner.runtime} ({m['artifact']}, {device})", lambda: runner.__exit__(None, None, None)
+    return runner.infer, described, lambda: runner.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------------------- images

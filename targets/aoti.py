@@ -41,6 +41,7 @@ from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 from segexport.quiet import quiet_logger
 
+from .runners import AotiRunner
 from .base import ExportResult, ExportSpec, TargetOptions, check_precision, io_entries, judge, trace_example_shape
 
 MODEL_FILE = "model.pt2"
@@ -171,23 +172,6 @@ def compile_package(program: Any, path: Path, say: Callable[[str], None]) -> flo
     return elapsed
 
 
-def run_aoti(path: Path, inputs: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
-    """Load the package with the Python loader and run it on each input, on the CPU."""
-    import torch
-    import torch._inductor
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = torch._inductor.aoti_load_package(str(path))
-    results = []
-    with torch.inference_mode():
-        for x in inputs:
-            out = module(torch.from_numpy(x))
-            out = out if isinstance(out, (tuple, list)) else (out,)
-            results.append([o.float().numpy() if o.is_floating_point() else o.numpy() for o in out])
-    return results
-
-
 class AotiTarget:
     """``--target aoti``: model.pt2 compiled by AOTInductor for this CPU, validated through aoti_load_package."""
 
@@ -218,8 +202,7 @@ class AotiTarget:
         inputs: Sequence[np.ndarray],
         reference: Sequence[dict[str, np.ndarray]],
     ) -> ParityReport:
-        outputs = run_aoti(out_dir / result.artifact, inputs)
-        actual = [dict(zip(spec.output_names, out)) for out in outputs]
+        actual = AotiRunner(out_dir / result.artifact, spec.output_names).run(inputs)
         return judge(spec, actual, reference, "aoti_load_package-cpu", inputs)
 
     def describe(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from segexport.onnx_files import (
 from segexport.parity import ParityReport
 from segexport.quiet import quiet_fds, quiet_prints
 
+from .runners import OnnxRuntimeRunner
 from .base import DYNAMIC_DIMS, INPUT_NAME, ExportResult, ExportSpec, TargetOptions, check_precision, judge, tensor_info
 
 MODEL_FILE = "model.onnx"
@@ -175,35 +176,6 @@ def onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return entries(model.graph.input), entries(model.graph.output)
 
 
-def run_onnxruntime(
-    path: Path, inputs: Sequence[np.ndarray], threads: int | None = None, *, as_written: bool = False
-) -> list[dict[str, np.ndarray]]:
-    """Run the ONNX file on CPU with onnxruntime; one {output name: array} per input.
-
-    Args:
-        path: the .onnx file.
-        inputs: arrays for the graph's single input.
-        threads: intra-op threads (default: onnxruntime's own).
-        as_written: basic graph optimizations only, so that Q/DQ nodes run as fake quantization,
-            the reference semantics TensorRT implements. onnxruntime's level-2 rewrites turn some
-            Q/DQ patterns into its own integer kernels, each with its own requantization rounding,
-            and leave others in float (28 of 47 convolutions fused on unet-resnet34), so figures
-            for a TensorRT graph would describe a mix.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    if as_written:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    input_name = session.get_inputs()[0].name
-    return [dict(zip(names, session.run(None, {input_name: x}))) for x in inputs]
-
-
 class OnnxTarget:
     """``--target onnx``: model.onnx validated in onnxruntime on CPU."""
 
@@ -240,7 +212,7 @@ class OnnxTarget:
         inputs: Sequence[np.ndarray],
         reference: Sequence[dict[str, np.ndarray]],
     ) -> ParityReport:
-        actual = run_onnxruntime(out_dir / result.artifact, inputs, threads=spec.threads)
+        actual = OnnxRuntimeRunner(out_dir / result.artifact, threads=spec.threads).run(inputs)
         return judge(spec, actual, reference, "onnxruntime-cpu", inputs)
 
     def describe(self) -> dict[str, Any]:

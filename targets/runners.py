@@ -1,15 +1,17 @@
 """Runners: load a bundle's artifact in its own runtime and call it on numpy inputs.
 
 Polygraphy-style: each runner is a context manager (load on enter, free on exit)
-whose ``infer(x)`` returns ``{output name: array}``. Benchmarks and tools outside the
-build use these; targets validate with the same runtimes. A target may run in more
-than one runtime (an ONNX bundle in onnxruntime or OpenVINO): :data:`TARGET_RUNTIMES`
-lists them, the first being the one a bundle is validated with.
+whose ``infer(x)`` returns ``{output name: array}``. One runner per runtime, used by
+the targets' validation (on the files in the staging folder), ``bench``, ``eval``
+and the matrix (on a bundle: :func:`runner_for`). A target may run in more than one
+runtime (an ONNX bundle in onnxruntime or OpenVINO): :data:`TARGET_RUNTIMES` lists
+them, the first being the one a bundle is validated with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +20,25 @@ import numpy as np
 from segexport.bundle import contained_path
 from segexport.errors import InvalidInputError, unknown
 
+from .base import INPUT_NAME
+
 
 class Runner:
-    """Base: subclasses set ``self._call`` in ``__enter__``; ``sync`` waits for the device."""
+    """Base: subclasses set ``self._call`` in ``__enter__``; ``sync`` waits for the device.
+
+    ``names`` are the outputs in the artifact's order (an ONNX runner reads them from
+    the graph when None).
+    """
 
     runtime = "?"
 
-    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> None:
-        self.path = contained_path(Path(bundle_dir), manifest["artifact"])  # never a file outside the bundle
-        self.input_name = manifest["inputs"][0]["name"]
-        self.names = [o["name"] for o in manifest["outputs"]]
+    def __init__(
+        self, path: Path, names: Sequence[str] | None = None, device: str = "cpu", threads: int | None = None,
+        input_name: str = INPUT_NAME,
+    ) -> None:  # fmt: skip
+        self.path = Path(path)
+        self.names = list(names) if names is not None else None
+        self.input_name = input_name
         self.device = device
         self.threads = threads
         self._call: Callable[[np.ndarray], list[np.ndarray]] | None = None
@@ -44,11 +55,30 @@ class Runner:
     def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if self._call is None:
             raise RuntimeError("Use the runner inside a `with` block.")
-        return dict(zip(self.names, self._call(x)))
+        return dict(zip(self.names or [], self._call(x), strict=True))
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Load, run each input, free: one ``{output name: array}`` per input."""
+        with self:
+            return [self.infer(x) for x in inputs]
 
 
 class OnnxRuntimeRunner(Runner):
+    """An ONNX graph in onnxruntime.
+
+    ``as_written``: basic graph optimizations only, so that Q/DQ nodes run as fake
+    quantization, the reference semantics TensorRT implements. onnxruntime's level-2
+    rewrites turn some Q/DQ patterns into its own integer kernels, each with its own
+    requantization rounding, and leave others in float (28 of 47 convolutions fused on
+    unet-resnet34), so figures for a TensorRT graph would describe a mix.
+    """
+
     runtime = "onnxruntime"
+
+    def __init__(self, path: Path, names: Sequence[str] | None = None, device: str = "cpu", threads: int | None = None,
+                 input_name: str = INPUT_NAME, as_written: bool = False) -> None:  # fmt: skip
+        super().__init__(path, names, device, threads, input_name)
+        self.as_written = as_written
 
     def __enter__(self) -> OnnxRuntimeRunner:
         import onnxruntime as ort
@@ -57,11 +87,16 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        if self.as_written:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
         if self.device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise InvalidInputError("--device cuda needs onnxruntime-gpu (CUDAExecutionProvider is not available).")
         session = ort.InferenceSession(str(self.path), options, providers=providers)
-        self._call = lambda x: session.run(None, {self.input_name: x})
+        if self.names is None:
+            self.names = [o.name for o in session.get_outputs()]
+        input_name = session.get_inputs()[0].name
+        self._call = lambda x: session.run(self.names, {input_name: x})
         return self
 
 
@@ -129,12 +164,19 @@ class _TorchRunner(Runner):
             torch.cuda.synchronize()
 
 
+def load_torchscript(path: Path, device: str = "cpu") -> Any:
+    """``torch.jit.load`` onto ``device`` (weights moved there), without the deprecation notice."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return torch.jit.load(str(path), map_location=device).eval()
+
+
 class TorchScriptRunner(_TorchRunner):
     runtime = "torchscript"
 
     def _load(self) -> Callable[..., Any]:
-        from segexport.targets.torchscript import load_torchscript
-
         return load_torchscript(self.path, self.device)
 
 
@@ -144,7 +186,9 @@ class AotiRunner(_TorchRunner):
     def _load(self) -> Callable[..., Any]:
         import torch._inductor
 
-        return torch._inductor.aoti_load_package(str(self.path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch._inductor.aoti_load_package(str(self.path))
 
 
 class TensorRTRunner(Runner):
@@ -199,4 +243,6 @@ def runner_for(
         raise unknown("runtime", name, RUNTIMES)
     if name not in allowed:
         raise InvalidInputError(f"{manifest['target']} bundles run in {' or '.join(allowed)}, not in {name!r}.")
-    return RUNTIMES[name](bundle_dir, manifest, device=device, threads=threads)
+    path = contained_path(Path(bundle_dir), manifest["artifact"])  # never a file outside the bundle
+    names = [o["name"] for o in manifest["outputs"]]
+    return RUNTIMES[name](path, names, device=device, threads=threads, input_name=manifest["inputs"][0]["name"])

@@ -46,7 +46,8 @@ from segexport.errors import ExportError, InvalidInputError
 from segexport.parity import ParityReport
 
 from .base import ExportResult, ExportSpec, TargetOptions, check_precision, judge
-from .onnx import check_opset, export_onnx, onnx_io, run_onnxruntime
+from .onnx import check_opset, export_onnx, onnx_io
+from .runners import OnnxRuntimeRunner
 
 ENGINE_FILE = "model.engine"
 #: The graph each precision builds from; it stays in the bundle.
@@ -504,7 +505,7 @@ class TensorRTTarget:
                 actual = [dict(zip(spec.output_names, run(x))) for x, _ in fits]
                 return judge(spec, actual, [r for _, r in fits], f"{runtime or 'tensorrt'} ({result.artifact})", [x for x, _ in fits])
         # int8: the Q/DQ nodes run as written (fake quantization), as TensorRT executes them.
-        actual = run_onnxruntime(out_dir / onnx_name, inputs, as_written=spec.precision == "int8")
+        actual = OnnxRuntimeRunner(out_dir / onnx_name, threads=spec.threads, as_written=spec.precision == "int8").run(inputs)
         return judge(spec, actual, reference, f"onnxruntime-cpu ({onnx_name})", inputs)
 
     def describe(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ import numpy as np
 from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 
+from .runners import TorchScriptRunner
 from .base import ExportResult, ExportSpec, TargetOptions, check_precision, io_entries, judge, trace_example_shape
 
 MODEL_FILE = "model.ts"
@@ -117,29 +118,6 @@ def save_torchscript(module: Any, path: Path) -> None:
         torch.jit.save(module, str(path))
 
 
-def load_torchscript(path: Path, device: str = "cpu") -> Any:
-    """``torch.jit.load`` onto ``device`` (weights moved there), without the deprecation notice."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        return torch.jit.load(str(path), map_location=device).eval()
-
-
-def run_torchscript(path: Path, inputs: Sequence[np.ndarray], device: str = "cpu") -> list[list[np.ndarray]]:
-    """Load ``path`` onto ``device`` and run it on each input; outputs as float32/int numpy arrays."""
-    import torch
-
-    module = load_torchscript(path, device)
-    results = []
-    with torch.inference_mode():
-        for x in inputs:
-            out = module(torch.from_numpy(x).to(device))
-            out = out if isinstance(out, (tuple, list)) else (out,)
-            results.append([o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in out])
-    return results
-
-
 class TorchScriptTarget:
     """``--target torchscript``: model.ts, traced and frozen, validated by loading it back with torch.jit.load."""
 
@@ -185,8 +163,7 @@ class TorchScriptTarget:
         if spec.precision == "fp16":
             _require_cuda()
         device = PRECISION_DEVICE.get(spec.precision, "cpu")
-        outputs = run_torchscript(out_dir / result.artifact, inputs, device)
-        actual = [dict(zip(spec.output_names, out)) for out in outputs]
+        actual = TorchScriptRunner(out_dir / result.artifact, spec.output_names, device=device).run(inputs)
         validated_with = f"torch.jit.load-{device}" + ("-fp16" if spec.precision == "fp16" else "")
         return judge(spec, actual, reference, validated_with, inputs)
 

@@ -21,13 +21,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--run-slow") or os.environ.get(SLOW_ENV, "") not in ("", "0"):
         return
-    skip = pytest.mark.skip(
-        reason="slow: a full sweep that trains a model per case (about 25 minutes on 2 cores), "
-        f"kept out of the default run so CI stays under 20 minutes; run with --run-slow or {SLOW_ENV}=1"
-    )
+    default = "a full sweep that trains a model per case (about 25 minutes on 2 cores)"
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        mark = item.get_closest_marker("slow")
+        if mark is not None:
+            why = mark.kwargs.get("reason") or (mark.args[0] if mark.args else default)
+            item.add_marker(pytest.mark.skip(reason=f"slow: {why}; kept out of the default run so CI stays within "
+                                             f"its 30 minutes; run with --run-slow or {SLOW_ENV}=1"))  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,8 @@ from segexport.calibration.sources import (
 )
 from segexport.errors import InvalidInputError
 from segexport.targets import ExportSpec
-from segexport.targets.onnx import export_onnx, run_onnxruntime
+from segexport.targets.onnx import export_onnx
+from segexport.targets.runners import OnnxRuntimeRunner
 
 pytest.importorskip("skimage", reason="calibration photos come from scikit-image (a test extra)")
 
@@ -225,8 +226,8 @@ def test_every_method_gives_a_runnable_graph_close_to_fp32(tiny_onnx, photos, tm
     info = quantize_onnx(tiny_onnx, tmp_path / "q.onnx", spec, runtime="tensorrt")
     assert info["method"] == method
     inputs = calibration_inputs(spec)
-    ref = np.concatenate([r["mask"] for r in run_onnxruntime(tiny_onnx, inputs)])
-    got = np.concatenate([r["mask"] for r in run_onnxruntime(tmp_path / "q.onnx", inputs)])
+    ref = np.concatenate([r["mask"] for r in OnnxRuntimeRunner(tiny_onnx).run(inputs)])
+    got = np.concatenate([r["mask"] for r in OnnxRuntimeRunner(tmp_path / "q.onnx").run(inputs)])
     cosine = float(np.sum(ref * got) / np.linalg.norm(ref) / np.linalg.norm(got))
     assert cosine > 0.99
 

@@ -11,7 +11,8 @@ from cases import EXPORT_ENCODER, SIZE, export_cases, tiny_kwargs
 
 import segexport
 from segexport.targets import ExportSpec, get_target
-from segexport.targets.torchscript import baked_devices, load_torchscript
+from segexport.targets.runners import load_torchscript
+from segexport.targets.torchscript import baked_devices
 
 pytestmark = pytest.mark.torchscript
 

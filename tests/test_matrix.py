@@ -373,7 +373,7 @@ def test_refused_encoder_answers_its_whole_row_without_more_workers():
         ({"plugins": ["no_such_plugin_module"]}, "no module of that name"),
         ({"plugins": ["missing_plugin.py"]}, "no such file"),
         ({"timeout": 0}, "--timeout must be > 0"),
-        ({"jobs": 0}, "-j must be >= 1"),
+        ({"jobs": 0}, "-j must be an integer >= 1; got 0"),
         ({"height": 0}, "height must be an integer >= 1"),
         ({"iters": -1}, "--iters must be >= 0"),
     ],

@@ -19,6 +19,7 @@ from torch import nn
 
 from segexport.errors import InvalidInputError
 
+from ..base.export_mode import is_exporting
 from .weights import PretrainedSettings
 
 
@@ -132,3 +133,18 @@ def replace_strides_with_dilation(module: nn.Module, dilation_rate: int) -> None
             mod.padding = ((kh // 2) * dilation_rate, (kh // 2) * dilation_rate)
             if hasattr(mod, "static_padding"):  # TF-"same" padded convs of EfficientNet
                 mod.static_padding = nn.Identity()
+
+
+def missing_stride2_level(x: torch.Tensor) -> torch.Tensor:
+    """The stride-2 feature of an encoder that has none (transformers), reported with 0 channels.
+
+    Eagerly it is an empty strided view of the input, as SMP's dummy feature: no device
+    or batch is baked in. Decoders skip the level by its declared 0 channels and read
+    only its size. An exported graph keeps the tensor whose shape it reads, and TensorRT
+    rejects zero-sized tensors, so while exporting it is a one-channel view instead (its
+    values are never read).
+    """
+    if not torch.jit.is_scripting():
+        if is_exporting():
+            return x[:, :1, 1::2, 1::2]
+    return x[:, :0, 1::2, 1::2]

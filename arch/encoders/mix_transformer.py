@@ -3,8 +3,8 @@
 Four stages of overlapping patch embedding + efficient self-attention (keys and
 values spatially reduced by ``sr_ratio``) + Mix-FFN (an MLP with a depthwise 3x3
 conv). Features come at strides 4, 8, 16 and 32; the stride-2 level of the
-encoder contract is reported with 0 channels and returned as an empty view of
-the input, so decoders skip it and exported graphs never hold it.
+encoder contract is reported with 0 channels (:func:`missing_stride2_level`), so
+decoders skip it and exported graphs hold no zero-sized tensor.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from segexport.errors import InvalidInputError
 
-from ._base import EncoderEntry, EncoderMixin
+from ._base import EncoderEntry, EncoderMixin, missing_stride2_level
 from .weights import imagenet
 
 
@@ -229,9 +229,7 @@ class MixVisionTransformerEncoder(nn.Module, EncoderMixin):
             )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # The stride-2 level is an empty view sliced from the input: no device or batch
-        # is baked in, and since no decoder consumes it, it vanishes from exported graphs.
-        features = [x, x[:, :0, 1::2, 1::2]]
+        features = [x, missing_stride2_level(x)]
         stages = self.forward_features(x, self._depth - 1)
         features.extend(stages)
         return features[: self._depth + 1]

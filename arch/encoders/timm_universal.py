@@ -39,6 +39,7 @@ from torch import nn
 from segexport.errors import InvalidInputError, closest, unknown
 
 from ..base.export_mode import in_export_mode
+from ._base import missing_stride2_level
 from .weights import PretrainedSettings, load_state_dict_file
 
 #: create_model arguments the encoder sets itself; passing them as encoder kwargs is an error.
@@ -356,8 +357,7 @@ class TimmUniversalEncoder(nn.Module):
         if self._channels_last:
             features = [f.permute(0, 3, 1, 2).contiguous() for f in features]
         if self._stride2_missing:
-            # An empty view of the input: no device or batch is baked in, and no decoder consumes it.
-            features.insert(0, x[:, :0, 1::2, 1::2])
+            features.insert(0, missing_stride2_level(x))
         features.insert(0, x)
         return features
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from segexport.errors import InvalidInputError
+from segexport.errors import InvalidInputError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,9 +61,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable/unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInputError(
-            f"Cannot read weights file {str(path)!r} as a state_dict (weights_only=True): {first}"
+            f"Cannot read weights file {str(path)!r} as a state_dict (weights_only=True): {first_line(exc)}"
         ) from exc
     if not isinstance(obj, dict):
         raise InvalidInputError(f"Weights file {str(path)!r} holds a {type(obj).__name__}, not a state_dict.")

@@ -111,7 +111,18 @@ def parse_arch_args(items: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def resolve_names(config: MatrixConfig) -> tuple[list[str], list[str], list[str], list[str]]:
-    """Architectures, encoders, targets and precisions of the run, validated (typos fail before any work)."""
+    """Architectures, encoders, targets and precisions of the run, validated (typos fail before any work).
+
+    Without plugins the names are first checked against the static table, so a typo is
+    answered before torch and timm load; plugins may register names the table lacks.
+    """
+    if not config.plugins:
+        from segexport import names
+
+        for check, given in ((names.check_architecture, config.archs), (names.check_encoder, config.encoders),
+                             (names.check_target, config.targets)):  # fmt: skip
+            for name in split_names(given) or []:
+                check(name)
     from segexport.arch.encoders import TIMM_PREFIX, get_entry
     from segexport.arch.encoders.renamed import renamed_encoder
     from segexport.arch.registry import canonical_name, get_architecture, list_architectures
