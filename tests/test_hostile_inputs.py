@@ -44,12 +44,17 @@ def build_cli(out: Path, *extra: str, arch: str = "unet", encoder: str = "resnet
 
 
 @pytest.fixture(scope="module")
-def good_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One small fp32 ONNX bundle with mask and label; tests tamper with copies of it."""
+def good_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One small fp32 ONNX bundle with mask and label, built with progress output; tests tamper with copies of it."""
     out = tmp_path_factory.mktemp("good") / "bundle"
-    proc = build_cli(out, "--aux-classes", "2", "--json")
+    proc = cli("build", "unet", "resnet18", *TINY, "--out", str(out), "--aux-classes", "2")
     assert proc.returncode == 0, proc.stderr
-    return out
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def good_bundle(good_build: tuple[Path, subprocess.CompletedProcess[str]]) -> Path:
+    return good_build[0]
 
 
 @pytest.fixture
@@ -150,10 +155,8 @@ def test_expect_digest_pins_a_bundle_to_what_the_build_printed(bundle):
     one_error_line(proc, f"not the expected {built}")
 
 
-def test_build_prints_the_digest_that_verify_checks(tmp_path):
-    out = tmp_path / "b"
-    proc = cli("build", "unet", "resnet18", *TINY, "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+def test_build_prints_the_digest_that_verify_checks(good_build):
+    out, proc = good_build
     digest = json.loads((out / "manifest.json").read_text())["digest"]
     assert digest.startswith("sha256:") and f"(digest {digest})" in proc.stderr
 
