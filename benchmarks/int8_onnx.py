@@ -121,7 +121,7 @@ def main() -> None:
                 "mean_iou": float(np.mean([mean_iou(a, e, None) for a, e in zip(out, fp32_out)])),
                 "dataset_miou": dataset_miou(out, fp32_out),
             }
-        parity = int8.manifest["parity"]["outputs"][0]
+        parity = int8.manifest.parity.outputs[0]
 
     base = latency["fp32 (model.onnx)"]
     figures = {
@@ -134,7 +134,7 @@ def main() -> None:
         "build_s": {"train": train_s, "fp32 bundle": fp32_s, "int8 bundle (calibrate + quantize + validate)": int8_s},
         "latency_ms": latency,
         "speedup_vs_fp32": {name: base / ms for name, ms in latency.items()},
-        "int8_bundle_parity_vs_eager_fp32": {"agreement": parity["agreement"], "mean_iou": parity["mean_iou"]},
+        "int8_bundle_parity_vs_eager_fp32": {"agreement": parity.agreement, "mean_iou": parity.mean_iou},
         "agreement_vs_fp32_onnxruntime": agreement,
         "goal": "int8 >= 1.5x faster at >= 0.98 mean IoU agreement with fp32",
     }

@@ -136,7 +136,7 @@ def main() -> None:
         "min_latency_ms": {k: min(v) * 1e3 for k, v in samples.items()},
         "speedup_of_reparameterisation": {fast: latency[slow] / latency[fast] for fast, slow in PAIRS},
         "max_abs_diff_vs_eager_multi_branch_over_rms": agreement,
-        "bundle_parity": bundle.manifest["parity"]["passed"],
+        "bundle_parity": bundle.manifest.parity.passed,
     }
     print(f"{figures['model']} on {figures['machine']}, {threads} threads, torch {torch.__version__}, {args.rounds} rounds\n")
     print("| runtime | median latency (ms) | min (ms) |\n|---|---|---|")

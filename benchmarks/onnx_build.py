@@ -76,7 +76,7 @@ def main() -> None:
         with torch.no_grad():
             plain_time, _ = timed(lambda: plain_export(model, x, plain_path))
 
-        bundle_steps, exporter = bundle.manifest["build"]["seconds"], bundle.manifest["export"].get("exporter")
+        bundle_steps, exporter = bundle.manifest.build["seconds"], bundle.manifest.export.details.get("exporter")
         ours, plain = ort_session(bundle.artifact), ort_session(plain_path)
         feed = {"input": x.numpy()}
         runs = {"eager": lambda: model(x), "plain": lambda: plain.run(None, feed), "ours": lambda: ours.run(None, feed)}

@@ -105,8 +105,8 @@ def run(models: list[str], size: int, targets: list[str], iters: int) -> dict[st
                     row["errors"][variant] = str(exc).splitlines()[0].split("; report kept in")[0]
                     continue
                 row["build_s"][variant] = seconds
-                mask = next(o for o in bundle.manifest["parity"]["outputs"] if o["name"] == "mask")
-                row["parity"][variant] = {"max_abs": mask["max_abs"], "agreement": mask["agreement"], "mean_iou": mask.get("mean_iou")}
+                mask = next(o for o in bundle.manifest.parity.outputs if o.name == "mask")
+                row["parity"][variant] = {"max_abs": mask.max_abs, "agreement": mask.agreement, "mean_iou": mask.mean_iou}
                 bundles[variant] = bundle.path
             print(f"[suite] {spec}: time {', '.join(['eager', *bundles])} in {iters} rotating rounds", file=sys.stderr)
             calls = eager_calls(arch, encoder, checkpoint, x, gpu)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segexport.resources import peak_rss_mib
 from segexport.errors import InvalidInputError
+from segexport.resources import peak_rss_mib
+
+if TYPE_CHECKING:
+    from segexport.manifest import Manifest
 
 #: Nominal dense fp32 / fp16 peak in TFLOP/s for GPUs we know (vendor datasheets, dense, no sparsity).
 GPU_PEAK_TFLOPS: dict[str, dict[str, float]] = {
@@ -104,13 +107,13 @@ def time_calls(fn: Callable[[], object], warmup: int, iters: int, sync: Callable
     return time_rounds({"call": fn}, warmup, iters, {"call": sync})["call"]
 
 
-def shapes_to_run(manifest: dict[str, Any], batches: Sequence[int], heights: Sequence[int], widths: Sequence[int]) -> list[tuple[int, ...]]:
+def shapes_to_run(manifest: Manifest, batches: Sequence[int], heights: Sequence[int], widths: Sequence[int]) -> list[tuple[int, ...]]:
     """The input shapes to sweep; a static bundle accepts only its own shape."""
-    exp = manifest["export"]
-    channels = manifest["in_channels"]
-    batches = list(batches) or [exp["batch"]]
-    heights = list(heights) or [exp["height"]]
-    widths = list(widths) or [exp["width"]] * len(heights)
+    exp = manifest.export
+    channels = manifest.in_channels
+    batches = list(batches) or [exp.batch]
+    heights = list(heights) or [exp.height]
+    widths = list(widths) or [exp.width] * len(heights)
     if len(widths) == 1 and len(heights) > 1:
         widths = widths * len(heights)
     if len(widths) != len(heights):
@@ -119,28 +122,28 @@ def shapes_to_run(manifest: dict[str, Any], batches: Sequence[int], heights: Seq
     for shape in shapes:
         if min(shape) < 1:
             raise InvalidInputError(f"Input shape {shape} has a non-positive dimension.")
-        fixed = (exp["batch"], channels, exp["height"], exp["width"])
-        if not exp["dynamic"] and shape != fixed:
+        fixed = (exp.batch, channels, exp.height, exp.width)
+        if not exp.dynamic and shape != fixed:
             raise InvalidInputError(
                 f"This bundle is static: it only takes {'x'.join(map(str, fixed))}, not {'x'.join(map(str, shape))}. "
                 "Rebuild with --dynamic to sweep shapes."
             )
-        stride = exp.get("stride", 1)
-        if exp["dynamic"] and (shape[2] % stride or shape[3] % stride):
+        stride = exp.stride
+        if exp.dynamic and (shape[2] % stride or shape[3] % stride):
             raise InvalidInputError(f"Height and width must be multiples of {stride} for this model; got {shape[2]}x{shape[3]}.")
     return shapes
 
 
-def eager_model(manifest: dict[str, Any]) -> Any:
+def eager_model(manifest: Manifest) -> Any:
     """The eager model described by the manifest (random weights: timing only)."""
     import torch
 
     from segexport.arch.registry import get_architecture
 
-    args = dict(manifest["arch_args"])
+    args = dict(manifest.arch_args)
     args["encoder_weights"] = None
     torch.manual_seed(0)
-    return get_architecture(manifest["arch"])(**args).eval()
+    return get_architecture(manifest.arch)(**args).eval()
 
 
 def count_gflop(model: Any, shape: Sequence[int]) -> float:
@@ -208,14 +211,14 @@ def bench(
     m = bundle.manifest
     # "onnxruntime,openvino" and a repeated option both work; each runtime is timed once.
     names = list(dict.fromkeys(n.strip() for item in runtimes for n in item.split(",") if n.strip()))
-    names = names or [runtimes_for(m["target"])[0]]
+    names = names or [runtimes_for(m.target)[0]]
     # Runners check their runtime and the artifact's path when made, before the eager model is built.
     runners = [runner_for(bundle.path, m, device=device, threads=threads, runtime=name) for name in names]
     shapes = shapes_to_run(m, batches, heights, widths)
-    report = BenchReport(str(bundle.path), m["target"], m["precision"], device, threads, warmup, iters, 0.0, None)
+    report = BenchReport(str(bundle.path), m.target, m.precision, device, threads, warmup, iters, 0.0, None)
     rng = np.random.default_rng(0)
     model = eager_model(m)  # FLOPs are counted on it; with compare_eager it is timed too
-    peak = peak_tflops(device, m["precision"])
+    peak = peak_tflops(device, m.precision)
     with ExitStack() as stack:
         for runner in runners:
             stack.enter_context(runner)

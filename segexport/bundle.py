@@ -8,7 +8,6 @@ is not a bundle.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -23,13 +22,9 @@ from typing import Any
 from segexport.digests import sha256_file
 from segexport.errors import InvalidInputError
 from segexport.interrupts import removed_on_forced_exit
+from segexport.manifest import Manifest
 
-#: 2 added the parity policy's mask_threshold and inputs, and the manifest digest; 1 still verifies.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
-#: Keys every reader relies on; a manifest without one is refused on load.
-REQUIRED_KEYS = ("arch", "arch_args", "encoder", "target", "precision", "artifact", "inputs", "outputs", "export", "parity", "sha256")
 
 
 @dataclass
@@ -37,11 +32,11 @@ class Bundle:
     """A written bundle: its directory and its manifest."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def artifact(self) -> Path:
-        return self.path_of(self.manifest["artifact"])
+        return self.path_of(self.manifest.artifact)
 
     def path_of(self, name: str) -> Path:
         """The file ``name`` (as a manifest names it) inside this bundle.
@@ -56,29 +51,22 @@ class Bundle:
     def load(cls, path: str | os.PathLike[str]) -> Bundle:
         """Read the bundle at ``path``; a clear error if it is not one."""
         path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise InvalidInputError(f"{str(path)!r} is not a segexport bundle: it has no {MANIFEST}.")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{str(manifest_path)!r} is not valid JSON: {exc}") from exc
-        if not isinstance(manifest, dict):
-            raise InvalidInputError(f"{str(manifest_path)!r} holds a JSON {type(manifest).__name__}, not a manifest object.")
-        version = manifest.get("format_version")
-        if version not in READABLE_VERSIONS:
-            raise InvalidInputError(
-                f"Bundle {str(path)!r} has format_version {version!r}; this segexport reads "
-                f"{', '.join(map(str, READABLE_VERSIONS))}."
-            )
-        missing = [key for key in REQUIRED_KEYS if key not in manifest]
-        if missing:
-            raise InvalidInputError(f"{str(manifest_path)!r} lacks the keys {', '.join(missing)}; it is not a complete manifest.")
+        manifest = Manifest.from_json(read_manifest_json(path), source=str(path / MANIFEST))
         bundle = cls(path, manifest)
-        hashes = manifest["sha256"]
-        for name in [manifest["artifact"], manifest.get("reference", manifest["artifact"]), *(hashes if isinstance(hashes, dict) else [])]:
+        for name in [manifest.artifact, manifest.reference or manifest.artifact, *manifest.sha256]:
             bundle.path_of(name)  # every path a manifest names stays inside the bundle
         return bundle
+
+
+def read_manifest_json(path: Path) -> Any:
+    """The JSON value in ``path``/manifest.json, as written (``verify`` digests it before reading it as a record)."""
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        raise InvalidInputError(f"{str(path)!r} is not a segexport bundle: it has no {MANIFEST}.")
+    try:
+        return json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{str(manifest_path)!r} is not valid JSON: {exc}") from exc
 
 
 def contained_path(root: Path, name: object) -> Path:
@@ -183,25 +171,11 @@ def staging_dir(out: Path) -> Iterator[Path]:
         shutil.rmtree(done, ignore_errors=True)
 
 
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON without its own ``digest`` field.
-
-    The manifest holds every file's sha256, so this one value pins the whole bundle:
-    ``build`` prints it, ``verify`` recomputes it, ``verify --expect-digest`` compares it.
-    """
-    body = {k: v for k, v in manifest.items() if k != "digest"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def write_bundle(staging: Path, out: Path, manifest: dict[str, Any], files: list[str], force: bool = False) -> Bundle:
+def write_bundle(staging: Path, out: Path, manifest: Manifest, files: list[str], force: bool = False) -> Bundle:
     """Hash ``files`` in ``staging``, add manifest.json with its digest, and move the directory to ``out`` atomically."""
-    manifest = dict(manifest)
-    manifest["format_version"] = FORMAT_VERSION
-    manifest["sha256"] = {name: sha256_file(staging / name) for name in sorted(files)}
-    manifest["digest"] = manifest_digest(manifest)
+    manifest = manifest.with_files({name: sha256_file(staging / name) for name in files})
     with open(staging / MANIFEST, "w") as f:
-        f.write(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        f.write(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
     final = staging.with_name(staging.name + ".done")
@@ -236,11 +210,11 @@ def verify_hashes(bundle: Bundle) -> list[str]:
 
     The artifact and the reference must be among the hashed files; every name must lie inside the bundle.
     """
-    hashes = bundle.manifest["sha256"]
-    if not isinstance(hashes, dict) or not hashes:
-        raise InvalidInputError(f"Bundle {str(bundle.path)!r}: the manifest's sha256 table is empty or not a table.")
+    hashes = bundle.manifest.sha256
+    if not hashes:
+        raise InvalidInputError(f"Bundle {str(bundle.path)!r}: the manifest's sha256 table is empty.")
     for key in ("artifact", "reference"):
-        name = bundle.manifest.get(key)
+        name = getattr(bundle.manifest, key)
         if name is not None and name not in hashes:
             raise InvalidInputError(f"Bundle {str(bundle.path)!r}: the {key} {name!r} has no sha256 in the manifest.")
     bad = []

@@ -21,12 +21,15 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segexport.errors import InvalidInputError
 from segexport.parity import confusion, ious, miou
+
+if TYPE_CHECKING:
+    from segexport.manifest import Manifest
 
 #: Mask value that marks pixels without a label (the usual 255 of PNG label maps).
 IGNORE_INDEX = 255
@@ -112,25 +115,25 @@ def eager_from_bundle(bundle: Any, checkpoint: str | os.PathLike[str] | None = N
     from segexport.pipeline import BuildRequest, create_from_request, read_reference
 
     m = bundle.manifest
-    recorded = m.get("export", {}).get("checkpoint")
+    recorded = m.export.checkpoint
     if recorded and checkpoint is None:
         raise InvalidInputError(
             f"Bundle {str(bundle.path)!r} was built from the checkpoint {recorded!r}; pass --checkpoint with that file "
             "(a bundle does not hold the eager weights)."
         )
-    args = {k: v for k, v in dict(m["arch_args"]).items() if k not in ("encoder_name", "encoder_weights", "classes", "in_channels")}
+    args = {k: v for k, v in dict(m.arch_args).items() if k not in ("encoder_name", "encoder_weights", "classes", "in_channels")}
     request = BuildRequest(
-        arch=m["arch"],
-        encoder=m["encoder"],
+        arch=m.arch,
+        encoder=m.encoder,
         checkpoint=None if checkpoint is None else str(checkpoint),
-        classes=m["classes"],
-        in_channels=m["in_channels"],
+        classes=m.classes if m.classes is not None else BuildRequest.classes,
+        in_channels=m.in_channels,
         arch_args=args,
-        seed=int(m["parity"].get("seed", 0)),
+        seed=m.parity.policy.seed,
     )
     model, _ = create_from_request(request)
-    names = tuple(m["export"]["output_names"])
-    inputs, reference = read_reference(bundle.path_of(m["reference"]), names)
+    names = m.export.output_names
+    inputs, reference = read_reference(bundle.path_of(m.reference or ""), names)
     with torch.no_grad():
         out = model(torch.from_numpy(inputs[0]))
     out = out if isinstance(out, (tuple, list)) else (out,)
@@ -161,16 +164,16 @@ def artifact_runner(bundle: Any, device: str = "cpu", threads: int | None = None
     m = bundle.manifest
     runner: Runner
     described = None
-    if m["target"] == "trt":
+    if m.target == "trt":
         import torch
 
         if not torch.cuda.is_available():
-            source = m["export"].get("tensorrt", {}).get("onnx") or "model.onnx"
-            runner = OnnxRuntimeRunner(bundle.path_of(source), threads=threads, as_written=m["precision"] == "int8")
+            source = m.onnx_graph() or ""
+            runner = OnnxRuntimeRunner(bundle.path_of(source), threads=threads, as_written=m.precision == "int8")
             described = f"onnxruntime-cpu ({source}; no CUDA GPU for the engine)"
     if described is None:
         runner = runner_for(bundle.path, m, device=device, threads=threads)
-        described = f"{runner.runtime} ({m['artifact']}, {device})"
+        described = f"{runner.runtime} ({m.artifact}, {device})"
     runner.__enter__()
     return runner.infer, described, lambda: runner.__exit__(None, None, None)
 
@@ -178,11 +181,13 @@ def artifact_runner(bundle: Any, device: str = "cpu", threads: int | None = None
 # --------------------------------------------------------------------------- images
 
 
-def bundle_normalization(manifest: dict[str, Any]) -> Any:
+def bundle_normalization(manifest: Manifest) -> Any:
     """The input preparation a bundle's manifest records, as encoder settings (for ``normalize``)."""
     from segexport.arch.encoders.weights import PretrainedSettings
 
-    n = manifest["normalization"]
+    n = manifest.normalization
+    if n is None:
+        raise InvalidInputError("The bundle's manifest records no input normalization; rebuild it with this segexport.")
     return PretrainedSettings(mean=tuple(n["mean"]), std=tuple(n["std"]), input_space=n["input_space"], input_range=tuple(n["input_range"]))
 
 
@@ -252,12 +257,12 @@ def evaluate(
         raise InvalidInputError(f"--images {str(images)!r} holds no images; allowed suffixes: {', '.join(IMAGE_SUFFIXES)}.")
     bundle = Bundle.load(bundle_path)
     m = bundle.manifest
-    exp = m["export"]
-    if "mask" not in exp["output_names"]:
-        raise InvalidInputError(f"Bundle {str(bundle.path)!r} has no 'mask' output to evaluate; it has {exp['output_names']}.")
-    height, width, batch, channels = exp["height"], exp["width"], exp["batch"], m["in_channels"]
-    threshold = m["parity"].get("mask_threshold")
-    classes = max(2, int(m["classes"]))  # one channel: background / foreground
+    exp = m.export
+    if "mask" not in exp.output_names:
+        raise InvalidInputError(f"Bundle {str(bundle.path)!r} has no 'mask' output to evaluate; it has {list(exp.output_names)}.")
+    height, width, batch, channels = exp.height, exp.width, exp.batch, m.in_channels
+    threshold = m.parity.policy.mask_threshold
+    classes = max(2, int(m.classes or 1))  # one channel: background / foreground
     settings = bundle_normalization(m)
     model = eager_from_bundle(bundle, checkpoint)
     run, ran_with, close = artifact_runner(bundle, device, threads)
@@ -321,7 +326,7 @@ def evaluate(
         )
     return EvalReport(
         bundle=str(bundle.path),
-        precision=m["precision"],
+        precision=m.precision,
         ran_with=ran_with,
         images=len(names),
         agreement=float(np.trace(vs_eager) / max(1, vs_eager.sum())),

@@ -244,13 +244,11 @@ def _element_types(model: Any) -> dict[str, int]:
 
 def bundle_graph(bundle: Any) -> str:
     """The ONNX graph in a bundle that layers are compared in (see the module docstring)."""
-    m = bundle.manifest
-    if m["target"] == "onnx":
-        return str(m["artifact"])
-    if m["target"] == "trt":
-        return str(m["export"].get("tensorrt", {}).get("onnx") or {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}.get(m["precision"], "model.onnx"))
+    graph = bundle.manifest.onnx_graph()
+    if graph is not None:
+        return graph
     raise InvalidInputError(
-        f"Locating layers needs an ONNX graph in the bundle (targets onnx, trt); a {m['target']} bundle holds none. "
+        f"Locating layers needs an ONNX graph in the bundle (targets onnx, trt); a {bundle.manifest.target} bundle holds none. "
         f"Build the same model with --target onnx (same --fp16/--int8 where offered) and locate there."
     )
 
@@ -281,12 +279,12 @@ def locate(
     bundle = Bundle.load(bundle_path)
     m = bundle.manifest
     name = bundle_graph(bundle)
-    tol = TOLERANCE.get(m["precision"], TOLERANCE["fp32"]) if tolerance is None else float(tolerance)
+    tol = TOLERANCE.get(m.precision, TOLERANCE["fp32"]) if tolerance is None else float(tolerance)
     if not tol > 0:
         raise InvalidInputError(f"--tolerance must be > 0; got {tolerance!r}.")
-    exp = m["export"]
+    exp = m.export
     if image is None:
-        inputs, _ = read_reference(bundle.path_of(m["reference"]), tuple(exp["output_names"]))
+        inputs, _ = read_reference(bundle.path_of(m.reference or ""), exp.output_names)
         x, described = inputs[0], f"the bundle's reference input 0 ({'x'.join(map(str, inputs[0].shape))})"
     else:
         from segexport.calibration.sources import (
@@ -299,8 +297,8 @@ def locate(
         path = Path(image)
         if not path.is_file():
             raise InvalidInputError(f"--image {str(image)!r} is not a file.")
-        pixels = resize(match_channels(read_image(path), m["in_channels"], path.name), exp["height"], exp["width"])
-        x = np.repeat(normalize(pixels[None], bundle_normalization(m)), exp["batch"], axis=0)
+        pixels = resize(match_channels(read_image(path), m.in_channels, path.name), exp.height, exp.width)
+        x = np.repeat(normalize(pixels[None], bundle_normalization(m)), exp.batch, axis=0)
         described = f"{path.name} ({'x'.join(map(str, x.shape))})"
     model = eager_from_bundle(bundle, checkpoint)
     prepared = prepare_for_export(model, torch.from_numpy(x))
@@ -309,7 +307,7 @@ def locate(
     return LocateReport(
         bundle=str(bundle.path),
         graph=name,
-        precision=m["precision"],
+        precision=m.precision,
         input=described,
         tolerance=tol,
         layers=layers,

@@ -80,12 +80,16 @@ class ParityPolicy:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object], *, source: str = "manifest") -> ParityPolicy:
-        """Read the policy back from a manifest's ``parity`` block; every field must be there and well-typed."""
+        """Read the policy back from a manifest's ``parity`` block; every field must be there and well-typed.
+
+        Errors start with ``source`` (nothing when it is empty: the caller names the file).
+        """
         from segexport.errors import InvalidInputError
 
+        where = f"{source}: " if source else ""
         missing = [name for name in cls.FIELDS if name not in d]
         if missing:
-            raise InvalidInputError(f"{source}: the parity block lacks {', '.join(missing)}.")
+            raise InvalidInputError(f"{where}the parity block lacks {', '.join(missing)}.")
         numbers = ("atol", "rtol", "min_agreement")
         bad = [n for n in numbers if not isinstance(d[n], (int, float)) or isinstance(d[n], bool) or not d[n] >= 0]
         threshold = d["mask_threshold"]
@@ -98,7 +102,7 @@ class ParityPolicy:
         if d["inputs"] not in INPUT_KINDS:
             bad.append("inputs")
         if bad:
-            raise InvalidInputError(f"{source}: the parity block has invalid {', '.join(bad)}: {[d[b] for b in bad]}.")
+            raise InvalidInputError(f"{where}the parity block has invalid {', '.join(bad)}: {[d[b] for b in bad]}.")
         return cls(**{name: d[name] for name in cls.FIELDS})  # type: ignore[arg-type]
 
 
@@ -151,10 +155,11 @@ class ParityReport:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> ParityReport:
+    def from_dict(cls, d: Mapping, policy: ParityPolicy | None = None) -> ParityReport:
+        """The report a manifest's ``parity`` block holds (``policy``: already read from it)."""
         return cls(
             validated_with=str(d.get("validated_with", "")),
-            policy=ParityPolicy.from_dict(d),
+            policy=ParityPolicy.from_dict(d) if policy is None else policy,
             input_shapes=[list(s) for s in d.get("input_shapes", [])],
             outputs=[OutputParity(**o) for o in d.get("outputs", [])],
         )

@@ -16,10 +16,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segexport.checks import check_int
 from segexport.errors import InvalidInputError, OutputError, ParityError, SegexportError, first_line
+
+if TYPE_CHECKING:
+    from segexport.manifest import Manifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_OPSET = 18
@@ -284,8 +287,7 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
                 **{f"input_{i}": x for i, x in enumerate(inputs)},
                 **{f"output_{i}_{name}": r[name] for i, r in enumerate(reference) for name in spec.output_names},
             )
-            manifest = _manifest(req, arguments, spec, result, report, target)
-            manifest["build"] = {"seconds": steps.seconds}
+            manifest = _manifest(req, arguments, spec, result, report, target, steps.seconds)
             return write_bundle(staging, out, manifest, [*result.files, REFERENCE_FILE], force=req.force)
 
 
@@ -348,47 +350,49 @@ def _as_tuple(out: Any) -> tuple:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report: Any, target: Any) -> dict:
+def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report: Any, target: Any, seconds: dict) -> Manifest:
     import torch
 
     from segexport import __version__
     from segexport.arch.encoders import get_pretrained_settings
     from segexport.arch.registry import canonical_name
+    from segexport.manifest import ExportRecord, Manifest
 
     described = target.describe()
-    return {
-        "format_version": None,  # set by write_bundle
-        "segexport_version": __version__,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, **described.get("versions", {})},
-        "runtime": described.get("runtime"),
-        "arch": canonical_name(req.arch),
-        "arch_args": arguments,
-        "encoder": req.encoder,
-        "classes": req.classes,
-        "in_channels": req.in_channels,
-        "aux_classes": req.aux_classes,
-        "target": req.target,
-        "precision": req.precision,
-        "artifact": result.artifact,
-        "inputs": result.inputs,
-        "outputs": result.outputs,
-        "normalization": get_pretrained_settings(req.encoder).normalization(),
-        "export": {
-            "batch": spec.batch,
-            "height": spec.height,
-            "width": spec.width,
-            "dynamic": spec.dynamic,
-            "opset": spec.opset,
-            "stride": spec.stride,
-            "output_names": list(spec.output_names),
-            "checkpoint": os.path.basename(req.checkpoint) if req.checkpoint else None,
-            "checkpoint_source": req.checkpoint_source or (os.path.basename(req.checkpoint) if req.checkpoint else None),
-            **result.extra,
-        },
-        "parity": report.to_dict(),
-        "reference": REFERENCE_FILE,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    checkpoint = os.path.basename(req.checkpoint) if req.checkpoint else None
+    return Manifest(
+        segexport_version=__version__,
+        versions={"python": platform.python_version(), "torch": torch.__version__, **described.get("versions", {})},
+        runtime=described.get("runtime"),
+        arch=canonical_name(req.arch),
+        arch_args=arguments,
+        encoder=req.encoder,
+        classes=req.classes,
+        in_channels=req.in_channels,
+        aux_classes=req.aux_classes,
+        target=req.target,
+        precision=req.precision,
+        artifact=result.artifact,
+        inputs=tuple(result.inputs),
+        outputs=tuple(result.outputs),
+        normalization=get_pretrained_settings(req.encoder).normalization(),
+        export=ExportRecord(
+            batch=spec.batch,
+            height=spec.height,
+            width=spec.width,
+            dynamic=spec.dynamic,
+            opset=spec.opset,
+            stride=spec.stride,
+            output_names=tuple(spec.output_names),
+            checkpoint=checkpoint,
+            checkpoint_source=req.checkpoint_source or checkpoint,
+            details=dict(result.extra),
+        ),
+        parity=report,
+        reference=REFERENCE_FILE,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        build={"seconds": seconds},
+    )
 
 
 @dataclass
@@ -416,57 +420,45 @@ def verify(path: str | os.PathLike[str], expect_digest: str | None = None) -> Ve
         TamperedBundleError: the manifest was edited after the build, or its digest is not ``expect_digest``.
         InvalidInputError: the bundle is unreadable (manifest, reference or artifact).
     """
-    from segexport.bundle import Bundle, manifest_digest, verify_hashes
+    from segexport.bundle import MANIFEST, Bundle, read_manifest_json, verify_hashes
     from segexport.errors import TamperedBundleError
-    from segexport.parity import ParityPolicy
+    from segexport.manifest import DIGESTED_VERSIONS, Manifest, manifest_digest
     from segexport.targets import ExportResult, ExportSpec, get_target
 
-    bundle = Bundle.load(path)
-    m = bundle.manifest
-    digest = manifest_digest(m)
-    if m["format_version"] >= 2 and m.get("digest") != digest:
+    raw = read_manifest_json(Path(path))
+    version = Manifest.check_complete(raw, str(Path(path) / MANIFEST))
+    if version in DIGESTED_VERSIONS and raw.get("digest") != manifest_digest(raw):
         raise TamperedBundleError(
-            f"{str(bundle.path / 'manifest.json')!r} was edited after the build: it records digest "
-            f"{m.get('digest')!r}, its content has {digest}."
-        )
+            f"{str(Path(path) / MANIFEST)!r} was edited after the build: it records digest "
+            f"{raw.get('digest')!r}, its content has {manifest_digest(raw)}."
+        )  # checked on the file as written, before it is read as a record: an edit is named as one
+    bundle = Bundle.load(path)
+    digest = manifest_digest(raw)
     if expect_digest is not None and expect_digest.strip() != digest:
-        raise TamperedBundleError(f"Bundle {str(bundle.path)!r} has digest {digest}, not the expected {expect_digest.strip()}.")
+        raise TamperedBundleError(f"Bundle {str(path)!r} has digest {digest}, not the expected {expect_digest.strip()}.")
     bad = verify_hashes(bundle)
     if bad:
         return VerifyResult(bundle, bad, None, digest)
-    exp = _section(m, "export", dict)
-    parity = _section(m, "parity", dict)
-    if m["format_version"] >= 2:
-        policy = ParityPolicy.from_dict(parity, source=str(bundle.path / "manifest.json"))
-    else:  # format 1 wrote no mask threshold: build derived it from the activation, as for_build does
-        policy = ParityPolicy.from_dict(
-            {
-                **parity,
-                "mask_threshold": 0.5 if dict(m["arch_args"]).get("activation") == "sigmoid" else None,
-                "inputs": "calibration" if m["precision"] == "int8" else "seeded",
-            },
-            source=str(bundle.path / "manifest.json"),
-        )
+    m, exp = bundle.manifest, bundle.manifest.export
+    spec = ExportSpec(
+        batch=exp.batch,
+        in_channels=m.in_channels,
+        height=exp.height,
+        width=exp.width,
+        output_names=exp.output_names,
+        dynamic=exp.dynamic,
+        precision=m.precision,
+        opset=exp.opset if exp.opset is not None else ExportSpec.opset,
+        stride=exp.stride,
+        seed=m.parity.policy.seed,
+        parity=m.parity.policy,
+    )
+    if m.reference is None:
+        raise InvalidInputError(f"{str(bundle.path / MANIFEST)!r} names no reference file to judge the artifact on.")
+    inputs, reference = read_reference(bundle.path_of(m.reference), spec.output_names)
+    result = ExportResult(artifact=m.artifact, files=list(m.sha256), inputs=list(m.inputs), outputs=list(m.outputs), extra=dict(exp.details))
     try:
-        spec = ExportSpec(
-            batch=exp["batch"],
-            in_channels=m["in_channels"],
-            height=exp["height"],
-            width=exp["width"],
-            output_names=tuple(exp["output_names"]),
-            dynamic=exp["dynamic"],
-            precision=m["precision"],
-            opset=exp["opset"],
-            stride=exp["stride"],
-            seed=policy.seed,
-            parity=policy,
-        )
-    except (KeyError, TypeError) as exc:
-        raise InvalidInputError(f"{str(bundle.path / 'manifest.json')!r}: the export block lacks or garbles {exc}.") from exc
-    inputs, reference = read_reference(bundle.path_of(m["reference"]), spec.output_names)
-    result = ExportResult(artifact=m["artifact"], files=list(m["sha256"]), inputs=m["inputs"], outputs=m["outputs"], extra=exp)
-    try:
-        report = get_target(m["target"]).validate(bundle.path, result, spec, inputs, reference)
+        report = get_target(m.target).validate(bundle.path, result, spec, inputs, reference)
     except SegexportError:
         raise
     except Exception as exc:  # the runtime refused the artifact: the file's fault, named as such
@@ -490,10 +482,3 @@ def read_reference(path: Path, output_names: Sequence[str]) -> tuple[list[Any], 
     if not inputs:
         raise InvalidInputError(f"{str(path)!r} holds no inputs to judge the artifact on.")
     return inputs, reference
-
-
-def _section(manifest: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = manifest[key]
-    if not isinstance(value, kind):
-        raise InvalidInputError(f"The manifest's {key!r} is a {type(value).__name__}, not a {kind.__name__}.")
-    return value

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from segexport.errors import InvalidInputError
+from segexport.manifest import TensorInfo
 from segexport.parity import ParityPolicy, parity_report
 
 if TYPE_CHECKING:
@@ -101,8 +102,9 @@ class ExportResult:
 
     artifact: str
     files: list[str]
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    #: The target's own record for the manifest's ``export`` block.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,10 +143,9 @@ def check_precision(target: Target, spec: ExportSpec) -> None:
         )
 
 
-def tensor_info(name: str, shape: Sequence[int | str], dtype: str) -> dict[str, Any]:
+def tensor_info(name: str, shape: Sequence[int | str], dtype: str) -> TensorInfo:
     """A manifest entry for one input or output."""
-    layout = {4: "NCHW", 3: "NHW", 2: "NC"}.get(len(shape), "N")  # 3-D: an argmax mask
-    return {"name": name, "shape": list(shape), "dtype": dtype, "layout": layout}
+    return TensorInfo.of(name, shape, dtype)
 
 
 def judge(
@@ -168,7 +169,7 @@ def trace_example_shape(spec: ExportSpec) -> tuple[int, int, int, int]:
     return (batch, spec.in_channels, spec.height, spec.width)
 
 
-def io_entries(module: Any, spec: ExportSpec, device: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def io_entries(module: Any, spec: ExportSpec, device: str) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """Manifest entries for the input and outputs, from one run at the export shape.
 
     Dynamic dims are named as in the ONNX target: batch on every output, height and

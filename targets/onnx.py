@@ -21,6 +21,7 @@ import numpy as np
 
 from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.interrupts import deferred
+from segexport.manifest import TensorInfo
 from segexport.onnx_files import (
     PROTOBUF_LIMIT,
     check_onnx,
@@ -158,14 +159,14 @@ def name_dynamic_dims(proto: Any, spec: ExportSpec) -> None:
                 dims[axis].dim_param = label
 
 
-def onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def onnx_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """Manifest entries for the graph's inputs and outputs, symbolic dims by name."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     dtypes = {1: "float32", 10: "float16", 7: "int64", 3: "int8", 2: "uint8"}
 
-    def entries(values: Any) -> list[dict[str, Any]]:
+    def entries(values: Any) -> list[TensorInfo]:
         out = []
         for v in values:
             t = v.type.tensor_type

@@ -42,7 +42,7 @@ import numpy as np
 
 from segexport.atomic import write_atomic
 from segexport.checks import check_int
-from segexport.errors import ExportError, InvalidInputError
+from segexport.errors import ExportError, InvalidInputError, SegexportError
 from segexport.parity import ParityReport
 
 from .base import ExportResult, ExportSpec, TargetOptions, check_precision, judge
@@ -416,14 +416,13 @@ def engine_runner(path: Path, names: Sequence[str], module: str | None = None) -
 
 
 def _bundle_runtime(engine_path: Path) -> str | None:
-    import json
+    """The TensorRT module named by the manifest beside ``engine_path``, if it is a bundle's engine."""
+    from segexport.bundle import Bundle
 
-    manifest = engine_path.parent / "manifest.json"
-    if manifest.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            runtime = json.loads(manifest.read_text()).get("runtime")
-            if runtime in MODULES:
-                return str(runtime)
+    with contextlib.suppress(SegexportError, OSError):
+        runtime = Bundle.load(engine_path.parent).manifest.runtime
+        if runtime in MODULES:
+            return runtime
     return None
 
 

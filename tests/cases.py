@@ -6,7 +6,30 @@ so the full architecture x target matrix runs in minutes on 2 cores.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+#: The installed console script: gates are tested through it, as users and CI call them.
+SEGEXPORT = shutil.which("segexport") or str(Path(sys.executable).with_name("segexport"))
+
+
+def cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script, as a user's shell or CI would."""
+    return subprocess.run(
+        [SEGEXPORT, *argv], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    """Exactly one ``error:`` line, containing ``fragment``, and no traceback."""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
 
 #: architecture → constructor keywords that make it small (valid for every encoder used in tests).
 TINY: dict[str, dict[str, Any]] = {

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from cases import SEGEXPORT
 
 import segexport
 from segexport.bench import bench, format_table
@@ -20,7 +19,6 @@ pytestmark = pytest.mark.onnx
 
 TINY = {"decoder_channels": (16, 16, 8, 8, 8)}
 #: The installed console script, beside this interpreter: failure paths are checked as a user meets them.
-SEGEXPORT = str(Path(sys.executable).parent / "segexport")
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +127,7 @@ def test_architecture_registered_under_another_name_is_rebuilt_from_that_name(tm
     monkeypatch.setattr(registry, "ARCHITECTURES", dict(registry.ARCHITECTURES))  # the registration ends with the test
     registry.register_architecture("house-unet", HouseUnet)
     bundle = segexport.build("house-unet", "resnet18", height=64, width=64, arch_args=TINY, out=tmp_path / "b")
-    assert bundle.manifest["arch"] == "house-unet"
+    assert bundle.manifest.arch == "house-unet"
 
     report = bench(str(bundle.path), warmup=0, iters=2, compare_eager=True)
     assert report.results[0].eager_latency_ms.median > 0 and report.results[0].gflop > 0

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cases import SEGEXPORT
 
 smp = pytest.importorskip("segmentation_models_pytorch")
-SEGEXPORT = shutil.which("segexport") or str(Path(sys.executable).with_name("segexport"))
 pytestmark = [pytest.mark.smp, pytest.mark.onnx]
 
 

@@ -314,15 +314,15 @@ def test_onnx_int8_bundle_of_a_trained_unet_agrees_with_fp32_on_photographs(phot
         out=tmp_path / "bundle",
         target_options={"calib_count": 12},
     )
-    mask = bundle.manifest["parity"]["outputs"][0]
-    record = bundle.manifest["export"]["calibration"]
-    assert bundle.manifest["parity"]["passed"]
+    mask = bundle.manifest.parity.outputs[0]
+    record = bundle.manifest.export.details["calibration"]
+    assert bundle.manifest.parity.passed
     # Judged on the photographs calibration did not use: 12 split into the two sets, recorded with their digests.
-    assert len(bundle.manifest["parity"]["input_shapes"]) == record["validation"]["images"] == 12 - record["images"]
+    assert len(bundle.manifest.parity.input_shapes) == record["validation"]["images"] == 12 - record["images"]
     assert set(record["files"]).isdisjoint(record["validation"]["files"])
     assert record["digest"].startswith("sha256:") and record["validation"]["digest"].startswith("sha256:")
-    assert mask["agreement"] >= 0.98 and mask["mean_iou"] >= 0.9
-    assert {"model.onnx", "model.fp32.onnx"} <= set(bundle.manifest["sha256"])
+    assert mask.agreement >= 0.98 and mask.mean_iou >= 0.9
+    assert {"model.onnx", "model.fp32.onnx"} <= set(bundle.manifest.sha256)
     assert (tmp_path / "bundle.calib.json").is_file()
 
 

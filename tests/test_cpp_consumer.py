@@ -27,7 +27,7 @@ import torch
 from cases import tiny_kwargs
 
 import segexport
-from segexport.parity import ParityReport, compare_outputs, parity_report
+from segexport.parity import compare_outputs, parity_report
 from segexport.pipeline import BuildRequest, create_from_request
 from segexport.targets.aoti import cache_root
 
@@ -448,10 +448,10 @@ INT8_PHOTOS = 4  # each is one run of the executable; the bundle's parity was ju
 def test_onnx_bundle_in_openvino_reproduces_the_stored_eager_outputs(request, openvino_consumer, tmp_path, bundle_fixture):
     bundle = request.getfixturevalue(bundle_fixture)
     m = bundle.manifest
-    stored = ParityReport.from_dict(m["parity"])
-    names = m["export"]["output_names"]
+    stored = m.parity
+    names = m.export.output_names
     actual, reference = [], []
-    with np.load(bundle.path / m["reference"]) as ref:
+    with np.load(bundle.path / m.reference) as ref:
         for i in range(len([k for k in ref.files if k.startswith("input_")])):
             x = ref[f"input_{i}"]
             x.tofile(tmp_path / f"input_{i}.f32")

@@ -228,6 +228,6 @@ def test_unet_exports_to_onnx_with_parity(name, tmp_path):
     bundle = segexport.build(
         "unet", name, target="onnx", height=SIZE, width=SIZE, arch_args=tiny_kwargs("unet"), out=tmp_path / "bundle"
     )
-    parity = bundle.manifest["parity"]
-    assert parity["passed"]
-    assert bundle.manifest["normalization"]["mean"] == list(get_pretrained_settings(name).mean)  # 0.5 for xception
+    parity = bundle.manifest.parity
+    assert parity.passed
+    assert bundle.manifest.normalization["mean"] == list(get_pretrained_settings(name).mean)  # 0.5 for xception

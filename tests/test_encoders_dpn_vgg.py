@@ -251,5 +251,5 @@ def test_onnx_bundle_passes_parity(name, depth, tmp_path):
         "unet", name, target="onnx", height=MODEL_SIZE, width=MODEL_SIZE, arch_args=arch_args, classes=2,
         out=tmp_path / "bundle",
     )  # fmt: skip
-    assert bundle.manifest["parity"]["passed"]
-    assert bundle.manifest["normalization"]["mean"] == pytest.approx(list(get_pretrained_settings(name).mean))
+    assert bundle.manifest.parity.passed
+    assert bundle.manifest.normalization["mean"] == pytest.approx(list(get_pretrained_settings(name).mean))

@@ -216,8 +216,8 @@ def test_onnx_export_passes_parity_and_records_imagenet_normalization(name, tmp_
     bundle = segexport.build(
         "fpn", name, target="onnx", height=SIZE, width=SIZE, arch_args=tiny_kwargs("fpn"), out=tmp_path / "bundle"
     )
-    assert bundle.manifest["parity"]["passed"]
+    assert bundle.manifest.parity.passed
     mean, std = IMAGENET
-    assert bundle.manifest["normalization"] == {
+    assert bundle.manifest.normalization == {
         "mean": list(mean), "std": list(std), "input_space": "RGB", "input_range": [0.0, 1.0]
     }

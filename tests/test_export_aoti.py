@@ -34,13 +34,13 @@ def build_tiny(arch: str, tmp_path, **options):  # type: ignore[no-untyped-def]
 
 def check_package(bundle, arch: str, dynamic: bool, aux: bool) -> None:  # type: ignore[no-untyped-def]
     m = bundle.manifest
-    assert m["parity"]["passed"] and m["parity"]["validated_with"] == "aoti_load_package-cpu"
-    assert [o["name"] for o in m["outputs"]] == (["mask", "label"] if aux else ["mask"])
-    assert len(m["parity"]["input_shapes"]) == (2 if dynamic else 1)  # dynamic: batch 2 and another size too
+    assert m.parity.passed and m.parity.validated_with == "aoti_load_package-cpu"
+    assert m.output_names == (["mask", "label"] if aux else ["mask"])
+    assert len(m.parity.input_shapes) == (2 if dynamic else 1)  # dynamic: batch 2 and another size too
     size = SIZE[arch]
-    assert m["inputs"][0]["shape"] == (["batch", 3, "height", "width"] if dynamic else [1, 3, size, size])
-    assert set(m["sha256"]) == {"model.pt2", "reference.npz"}
-    assert m["runtime"] == "aoti" and m["export"]["compile_seconds"] > 0
+    assert m.inputs[0].shape == (("batch", 3, "height", "width") if dynamic else (1, 3, size, size))
+    assert set(m.sha256) == {"model.pt2", "reference.npz"}
+    assert m.runtime == "aoti" and m.export.details["compile_seconds"] > 0
     cache = inductor_cache_dir()
     assert any(cache.iterdir())  # the CPU probes stay cached for the next build...
     assert not list(cache.glob("*/*.wrapper.so"))  # ...but not this build's library, which the package holds

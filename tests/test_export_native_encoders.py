@@ -53,9 +53,9 @@ def build(encoder: str, target: str, tmp_path, arch: str = ARCH, **options):  # 
 
 
 def check_parity(bundle, validated_with: str) -> None:  # type: ignore[no-untyped-def]
-    parity = bundle.manifest["parity"]
-    assert parity["passed"], parity
-    assert parity["validated_with"].startswith(validated_with), parity["validated_with"]
+    parity = bundle.manifest.parity
+    assert parity.passed, parity
+    assert parity.validated_with.startswith(validated_with), parity.validated_with
 
 
 @pytest.mark.onnx
@@ -94,7 +94,7 @@ def test_tensorrt_engine_builds_and_passes_parity(encoder, tmp_path):
     bundle = build(encoder, "trt", tmp_path)
     check_parity(bundle, "tensorrt" if torch.cuda.is_available() else "onnxruntime-cpu")
     assert (bundle.path / "model.engine").stat().st_size > 0
-    assert bundle.manifest["runtime"] in TRT_RUNTIMES
+    assert bundle.manifest.runtime in TRT_RUNTIMES
 
 
 @pytest.mark.onnx

@@ -29,10 +29,10 @@ def build_tiny(arch: str, tmp_path, **options):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(("arch", "dynamic", "aux"), export_cases())
 def test_every_architecture_exports_with_parity(arch, dynamic, aux, tmp_path):
     bundle = build_tiny(arch, tmp_path, dynamic=dynamic, aux_classes=3 if aux else None, classes=2)
-    parity = bundle.manifest["parity"]
-    assert parity["passed"]
-    assert [o["name"] for o in parity["outputs"]] == (["mask", "label"] if aux else ["mask"])
-    assert len(parity["input_shapes"]) == (2 if dynamic else 1)
+    parity = bundle.manifest.parity
+    assert parity.passed
+    assert [o.name for o in parity.outputs] == (["mask", "label"] if aux else ["mask"])
+    assert len(parity.input_shapes) == (2 if dynamic else 1)
     graph = onnx.load(str(bundle.artifact))
     onnx.checker.check_model(graph, full_check=True)
     input_dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
@@ -85,7 +85,7 @@ def test_existing_output_needs_force(tmp_path):
     build_tiny("unet", tmp_path)
     with pytest.raises(segexport.InvalidInputError, match="--force"):
         build_tiny("unet", tmp_path)
-    assert build_tiny("unet", tmp_path, force=True).manifest["parity"]["passed"]
+    assert build_tiny("unet", tmp_path, force=True).manifest.parity.passed
 
 
 def test_activation_is_part_of_the_graph(tmp_path):

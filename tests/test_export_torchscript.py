@@ -35,13 +35,13 @@ def build_tiny(arch: str, tmp_path, **options):  # type: ignore[no-untyped-def]
 def test_every_architecture_traces_with_parity(arch, dynamic, aux, tmp_path):
     bundle = build_tiny(arch, tmp_path, dynamic=dynamic, aux_classes=3 if aux else None, classes=2)
     m = bundle.manifest
-    assert m["parity"]["passed"]
-    assert m["parity"]["validated_with"] == "torch.jit.load-cpu"
-    assert [o["name"] for o in m["parity"]["outputs"]] == (["mask", "label"] if aux else ["mask"])
-    assert len(m["parity"]["input_shapes"]) == (2 if dynamic else 1)
+    assert m.parity.passed
+    assert m.parity.validated_with == "torch.jit.load-cpu"
+    assert [o.name for o in m.parity.outputs] == (["mask", "label"] if aux else ["mask"])
+    assert len(m.parity.input_shapes) == (2 if dynamic else 1)
     size = SIZE[arch]
-    assert m["inputs"][0]["shape"] == (["batch", 3, "height", "width"] if dynamic else [1, 3, size, size])
-    assert set(m["sha256"]) == {"model.ts", "reference.npz"}
+    assert m.inputs[0].shape == (("batch", 3, "height", "width") if dynamic else (1, 3, size, size))
+    assert set(m.sha256) == {"model.ts", "reference.npz"}
     assert baked_devices(load_torchscript(bundle.artifact).graph) == []
 
 
@@ -62,7 +62,7 @@ def test_tensors_created_from_the_input_are_accepted(tmp_path):
 
     spec = ExportSpec(batch=1, in_channels=3, height=8, width=8, output_names=("mask",), dynamic=True)
     result = get_target("torchscript").export(CreatesLikeInput(), spec, tmp_path)
-    assert result.outputs[0]["shape"] == ["batch", 3, "height", "width"]
+    assert result.outputs[0].shape == ("batch", 3, "height", "width")
 
 
 def test_fp16_without_gpu_is_refused_before_any_work(tmp_path):
@@ -115,5 +115,5 @@ def test_cpu_traced_module_runs_on_cuda(tmp_path):
 def test_fp16_on_gpu_passes_on_mask_agreement(tmp_path):
     bundle = build_tiny("unet", tmp_path, precision="fp16", classes=3, dynamic=True)
     m = bundle.manifest
-    assert m["parity"]["passed"] and m["parity"]["validated_with"] == "torch.jit.load-cuda-fp16"
-    assert m["inputs"][0]["dtype"] == "float32" and m["export"]["compute_dtype"] == "float16"
+    assert m.parity.passed and m.parity.validated_with == "torch.jit.load-cuda-fp16"
+    assert m.inputs[0].dtype == "float32" and m.export.details["compute_dtype"] == "float16"

@@ -20,23 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cases import SEGEXPORT, cli, one_error_line
 
-SEGEXPORT = shutil.which("segexport") or str(Path(sys.executable).with_name("segexport"))
 TINY = ["--height", "64", "--width", "64", "--arch-arg", "decoder_channels=(16,16,8,8,8)"]
-
-
-def cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script, as a user's shell or CI would."""
-    return subprocess.run(
-        [SEGEXPORT, *argv], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL
-    )
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
-    """Exactly one ``error:`` line, containing ``fragment``, and no traceback."""
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and fragment in errors[0], proc.stderr
-    assert "Traceback" not in proc.stderr
 
 
 def build_cli(out: Path, *extra: str, arch: str = "unet", encoder: str = "resnet18") -> subprocess.CompletedProcess[str]:
@@ -66,7 +52,8 @@ def bundle(good_bundle: Path, tmp_path: Path) -> Path:
 
 def edit_manifest(bundle: Path, edit, *, rehash: bool = False, redigest: bool = False) -> None:  # type: ignore[no-untyped-def]
     """Change the manifest as an attacker or a careless hand would; optionally recompute hashes and digest."""
-    from segexport.bundle import manifest_digest, sha256_file
+    from segexport.digests import sha256_file
+    from segexport.manifest import manifest_digest
 
     path = bundle / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -433,7 +420,8 @@ def test_more_than_a_hundred_progress_lines_are_numbered_on(tmp_path):
     env = _inject(
         tmp_path,
         "import segexport.pipeline as p\n"
-        "class B:\n    path = 'x'\n    manifest = {'digest': 'sha256:0'}\n"
+        "import types\n"
+        "class B:\n    path = 'x'\n    manifest = types.SimpleNamespace(digest='sha256:0', build={})\n"
         "def chatty(req, progress=None):\n    [progress(f'step {i}') for i in range(150)]\n    return B()\n"
         "p.run_build = chatty\n",
     )

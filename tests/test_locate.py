@@ -23,6 +23,8 @@ from segexport.calibration import validation_inputs
 from segexport.calibration.quantize import quantize_onnx
 from segexport.errors import InvalidInputError
 from segexport.locate import bundle_graph, compare_layers, format_locate, locate
+from segexport.manifest import ExportRecord, Manifest, TensorInfo
+from segexport.parity import ParityPolicy, ParityReport
 
 #: The conv whose weights the broken bundle gets wrong (its initializer keeps the module's name).
 EDITED = "encoder.layer2.0.conv1"
@@ -117,10 +119,21 @@ def test_an_fp16_graph_is_matched_through_its_casts_and_stays_within_the_fp16_to
     assert not any(layer.exceeds for layer in layers) and max(layer.relative_error for layer in layers) > 0  # fp16, not fp32
 
 
+def manifest_of(target: str, artifact: str, precision: str, details: dict) -> Manifest:
+    """The fields of a manifest that choose the graph to locate in; the rest as small as allowed."""
+    tensor = TensorInfo.of("input", (1, 3, 32, 32), "float32")
+    return Manifest(
+        arch="unet", arch_args={}, encoder="resnet18", target=target, precision=precision, artifact=artifact,
+        inputs=(tensor,), outputs=(tensor,), in_channels=3,
+        export=ExportRecord(1, 32, 32, False, 18, 32, ("mask",), details=details),
+        parity=ParityReport("", ParityPolicy.for_build(precision), []),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("target", ["torchscript", "aoti"])
 def test_bundles_without_an_onnx_graph_are_refused_with_what_to_do(tmp_path, target):
     with pytest.raises(InvalidInputError, match=f"needs an ONNX graph in the bundle \\(targets onnx, trt\\); a {target} bundle"):
-        bundle_graph(Bundle(tmp_path, {"target": target, "artifact": "model.pt2", "precision": "fp32", "export": {}}))
+        bundle_graph(Bundle(tmp_path, manifest_of(target, "model.pt2", "fp32", {})))
 
 
 @pytest.mark.parametrize(
@@ -128,5 +141,4 @@ def test_bundles_without_an_onnx_graph_are_refused_with_what_to_do(tmp_path, tar
     [("int8", {"tensorrt": {"onnx": "model.int8.onnx"}}, "model.int8.onnx"), ("fp16", {}, "model.fp16.onnx"), ("fp32", {}, "model.onnx")],
 )
 def test_a_tensorrt_bundle_is_located_in_the_graph_its_engine_was_built_from(tmp_path, precision, record, expected):
-    manifest = {"target": "trt", "artifact": "model.engine", "precision": precision, "export": record}
-    assert bundle_graph(Bundle(tmp_path, manifest)) == expected
+    assert bundle_graph(Bundle(tmp_path, manifest_of("trt", "model.engine", precision, record))) == expected

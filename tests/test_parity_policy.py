@@ -45,7 +45,7 @@ def _build(tmp_path, target: str, precision: str, activation: str | None, classe
 
 
 def _assert_verify_judges_by_the_build_policy(bundle, expected: ParityPolicy) -> None:
-    stored = ParityPolicy.from_dict(bundle.manifest["parity"])
+    stored = bundle.manifest.parity.policy
     assert stored == expected
     result = segexport.verify(bundle.path)
     assert result.passed and result.report.policy == stored
@@ -82,5 +82,5 @@ def test_build_and_verify_agree_on_every_field_in_int8(tmp_path):
         target_options={"calib_count": 12},
     )  # fmt: skip
     expected = ParityPolicy.from_dict({**ParityPolicy.for_build("int8", activation="softmax2d").to_dict(),
-                                       "inputs": bundle.manifest["parity"]["inputs"]})  # fmt: skip
+                                       "inputs": bundle.manifest.parity.policy.inputs})  # fmt: skip
     _assert_verify_judges_by_the_build_policy(bundle, expected)

@@ -85,12 +85,12 @@ FP32_ENGINE_SWEEP = [
 def test_every_architecture_builds_an_fp32_engine(arch, tmp_path):
     bundle = build_trt(arch, tmp_path, classes=2)
     m = bundle.manifest
-    assert m["parity"]["passed"], m["parity"]
-    assert m["parity"]["validated_with"].startswith(expected_validation("model.onnx"))
-    assert m["artifact"] == "model.engine" and (bundle.path / "model.engine").stat().st_size > 0
-    assert set(m["sha256"]) == {"model.engine", "model.onnx", "reference.npz"}
-    assert m["runtime"] in AVAILABLE and m["versions"][m["runtime"]]
-    assert m["export"]["tensorrt"]["builder"].startswith(m["runtime"])
+    assert m.parity.passed, m.parity
+    assert m.parity.validated_with.startswith(expected_validation("model.onnx"))
+    assert m.artifact == "model.engine" and (bundle.path / "model.engine").stat().st_size > 0
+    assert set(m.sha256) == {"model.engine", "model.onnx", "reference.npz"}
+    assert m.runtime in AVAILABLE and m.versions[m.runtime]
+    assert m.export.details["tensorrt"]["builder"].startswith(m.runtime)
 
 
 def test_cli_builds_an_fp16_engine_from_a_mixed_fp16_graph_that_stays_in_the_bundle(tmp_path, capsys):
@@ -104,16 +104,16 @@ def test_cli_builds_an_fp16_engine_from_a_mixed_fp16_graph_that_stays_in_the_bun
     assert exc.value.code in (0, None), capsys.readouterr().err
     bundle = Bundle.load(tmp_path / "bundle")
     m = bundle.manifest
-    assert set(m["sha256"]) == {"model.engine", "model.fp16.onnx", "reference.npz"}
-    mask = m["parity"]["outputs"][0]
-    assert m["parity"]["passed"] and mask["agreement"] >= 0.995
-    assert mask["max_abs"] > 0  # errors are reported, not hidden
-    assert m["parity"]["validated_with"].startswith(expected_validation("model.fp16.onnx"))
+    assert set(m.sha256) == {"model.engine", "model.fp16.onnx", "reference.npz"}
+    mask = m.parity.outputs[0]
+    assert m.parity.passed and mask.agreement >= 0.995
+    assert mask.max_abs > 0  # errors are reported, not hidden
+    assert m.parity.validated_with.startswith(expected_validation("model.fp16.onnx"))
     graph = onnx.load(str(bundle.path / "model.fp16.onnx"))
     assert {i.type.tensor_type.elem_type for i in [*graph.graph.input, *graph.graph.output]} == {TensorProto.FLOAT}
     conv_weights = {n.input[1] for n in graph.graph.node if n.op_type == "Conv"}
     assert {t.data_type for t in graph.graph.initializer if t.name in conv_weights} == {TensorProto.FLOAT16}
-    assert m["inputs"][0]["dtype"] == "float32" and m["export"]["fp16"]["fp16_nodes"] > 0
+    assert m.inputs[0].dtype == "float32" and m.export.details["fp16"]["fp16_nodes"] > 0
 
 
 def test_int8_engine_of_a_trained_model_agrees_with_fp32_on_photographs(photos, tmp_path):
@@ -125,12 +125,12 @@ def test_int8_engine_of_a_trained_model_agrees_with_fp32_on_photographs(photos, 
         target_options={"calib_count": 12, "calib_method": "percentile"},
     )  # fmt: skip
     m = bundle.manifest
-    mask = m["parity"]["outputs"][0]
-    assert m["parity"]["passed"] and mask["agreement"] >= 0.98 and mask["mean_iou"] >= 0.9
+    mask = m.parity.outputs[0]
+    assert m.parity.passed and mask.agreement >= 0.98 and mask.mean_iou >= 0.9
     # Judged on the held-out share of the 12 photographs, never on those calibration used.
-    assert len(m["parity"]["input_shapes"]) == m["export"]["calibration"]["validation"]["images"] == 12 - m["export"]["calibration"]["images"]
-    assert set(m["sha256"]) == {"model.engine", "model.int8.onnx", "reference.npz"}
-    calib = m["export"]["calibration"]
+    assert len(m.parity.input_shapes) == m.export.details["calibration"]["validation"]["images"] == 12 - m.export.details["calibration"]["images"]
+    assert set(m.sha256) == {"model.engine", "model.int8.onnx", "reference.npz"}
+    calib = m.export.details["calibration"]
     assert calib["random_inputs"] is False and 0 < calib["images"] < 12 and calib["method"] == "percentile"
     assert calib["scheme"]["activations"].startswith("int8, symmetric")
     assert (tmp_path / "bundle.calib.json").is_file()
@@ -142,18 +142,19 @@ def test_random_calibration_is_flagged_and_verify_revalidates_the_engine_bundle(
     from onnx import numpy_helper
     from trained_model import cached_checkpoint
 
-    from segexport.bundle import manifest_digest, sha256_file
+    from segexport.digests import sha256_file
+    from segexport.manifest import manifest_digest
 
     checkpoint = cached_checkpoint("unet", "resnet34", tiny_kwargs("unet"))
     bundle = build_trt(
         "unet", tmp_path, precision="int8", calib="random", checkpoint=str(checkpoint), classes=3,
         target_options={"calib_count": 4},
     )  # fmt: skip
-    calib = bundle.manifest["export"]["calibration"]
+    calib = bundle.manifest.export.details["calibration"]
     assert calib["random_inputs"] is True and calib["source"] == "random"
-    assert bundle.manifest["parity"]["min_agreement"] == 0.98
+    assert bundle.manifest.parity.policy.min_agreement == 0.98
     result = segexport.verify(bundle.path)
-    assert result.passed and result.report.validated_with == bundle.manifest["parity"]["validated_with"]
+    assert result.passed and result.report.validated_with == bundle.manifest.parity.validated_with
 
     graph_path = bundle.path / "model.int8.onnx"
     graph = onnx.load(str(graph_path))
@@ -166,7 +167,7 @@ def test_random_calibration_is_flagged_and_verify_revalidates_the_engine_bundle(
     flipped = np.clip(-numpy_helper.to_array(weights[name]).astype(np.float64), -127, 127).astype(numpy_helper.to_array(weights[name]).dtype)
     weights[name].CopyFrom(numpy_helper.from_array(flipped, name))  # the head's class scores flip sign
     onnx.save(graph, str(graph_path))
-    manifest = dict(bundle.manifest)
+    manifest = bundle.manifest.to_json()
     manifest["sha256"] = {n: sha256_file(bundle.path / n) for n in manifest["sha256"]}
     manifest["digest"] = manifest_digest(manifest)
     (bundle.path / "manifest.json").write_text(__import__("json").dumps(manifest))
@@ -177,9 +178,9 @@ def test_dynamic_engine_records_its_profile(tmp_path):
     options = {"min_shape": "1x3x32x32", "opt_shape": "1x3x64x64", "max_shape": "2x3x128x128"}
     bundle = build_trt("fpn", tmp_path, dynamic=True, classes=2, target_options=options)
     m = bundle.manifest
-    assert m["export"]["tensorrt"]["profile"] == {"min": [1, 3, 32, 32], "opt": [1, 3, 64, 64], "max": [2, 3, 128, 128]}
-    assert m["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
-    assert m["parity"]["passed"] and len(m["parity"]["input_shapes"]) == 2
+    assert m.export.details["tensorrt"]["profile"] == {"min": [1, 3, 32, 32], "opt": [1, 3, 64, 64], "max": [2, 3, 128, 128]}
+    assert m.inputs[0].shape == ("batch", 3, "height", "width")
+    assert m.parity.passed and len(m.parity.input_shapes) == 2
 
 
 #: Measured below the int8 threshold with models trained on the synthetic task (see the reason).
@@ -194,9 +195,9 @@ INT8_BELOW_THRESHOLD = {
 def test_every_architecture_builds_an_fp16_engine(arch, tmp_path):
     bundle = build_trt(arch, tmp_path, precision="fp16", classes=2)
     m = bundle.manifest
-    assert m["parity"]["passed"], m["parity"]
-    assert m["parity"]["validated_with"].startswith(expected_validation("model.fp16.onnx"))
-    assert set(m["sha256"]) == {"model.engine", "model.fp16.onnx", "reference.npz"}
+    assert m.parity.passed, m.parity
+    assert m.parity.validated_with.startswith(expected_validation("model.fp16.onnx"))
+    assert set(m.sha256) == {"model.engine", "model.fp16.onnx", "reference.npz"}
 
 
 INT8_SWEEP = [
@@ -217,7 +218,7 @@ def test_every_architecture_builds_an_int8_engine_that_agrees_with_fp32(arch, ph
     bundle = build_trt(
         arch, tmp_path, precision="int8", classes=3, checkpoint=str(checkpoint), calib=str(photos), target_options={"calib_count": 12}
     )
-    assert bundle.manifest["parity"]["passed"], bundle.manifest["parity"]
+    assert bundle.manifest.parity.passed, bundle.manifest.parity
 
 
 # --------------------------------------------------------------------------- errors
@@ -299,8 +300,8 @@ def test_forced_module_must_be_a_tensorrt_module(monkeypatch):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_itself_runs_and_matches_eager(precision, tmp_path):
     bundle = build_trt("unet", tmp_path, precision=precision, classes=2)
-    report = bundle.manifest["parity"]
-    assert report["validated_with"] == f"{bundle.manifest['runtime']} (model.engine)" and report["passed"]
+    report = bundle.manifest.parity
+    assert report.validated_with == f"{bundle.manifest.runtime} (model.engine)" and report.passed
     run = trt_target.engine_runner(bundle.artifact, ["mask"])
     with np.load(bundle.path / "reference.npz") as ref:
         out = run(ref["input_0"])[0]
@@ -314,5 +315,5 @@ def test_timing_cache_is_reused_across_builds(tmp_path, monkeypatch):
     cache = tmp_path / "timing.cache"
     first = build_trt("unet", tmp_path / "a", classes=2, target_options={"timing_cache": str(cache)})
     second = build_trt("unet", tmp_path / "b", classes=2, target_options={"timing_cache": str(cache)})
-    assert first.manifest["export"]["tensorrt"]["timing_cache"]["reused"] is False
-    assert second.manifest["export"]["tensorrt"]["timing_cache"]["reused"] is True
+    assert first.manifest.export.details["tensorrt"]["timing_cache"]["reused"] is False
+    assert second.manifest.export.details["tensorrt"]["timing_cache"]["reused"] is True

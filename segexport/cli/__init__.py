@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -20,6 +20,9 @@ from segexport.cli import eval as eval_command
 from segexport.cli import matrix as matrix_command
 from segexport.errors import InvalidInputError, SegexportError, unknown
 from segexport.names import check_architecture, check_encoder, check_target
+
+if TYPE_CHECKING:
+    from segexport.manifest import Manifest
 
 app = typer.Typer(
     add_completion=False,
@@ -150,12 +153,12 @@ def build(
         force=force,
     )
     bundle = run_build(req, progress=lambda msg: _echo(f"[{next(steps)}] {msg}", quiet or as_json))
+    m = bundle.manifest
     if as_json:
-        typer.echo(json.dumps({"bundle": str(bundle.path), "digest": bundle.manifest["digest"], "manifest": bundle.manifest}, indent=2))
+        typer.echo(json.dumps({"bundle": str(bundle.path), "digest": m.digest, "manifest": m.to_json()}, indent=2))
     else:
-        seconds = bundle.manifest.get("build", {}).get("seconds", {})
-        took = ", ".join(f"{step} {t:.1f}" for step, t in seconds.items())
-        _echo(f"Bundle written to {bundle.path} (digest {bundle.manifest['digest']}); seconds per step: {took}", quiet)
+        took = ", ".join(f"{step} {t:.1f}" for step, t in m.build.get("seconds", {}).items())
+        _echo(f"Bundle written to {bundle.path} (digest {m.digest}); seconds per step: {took}", quiet)
 
 
 @app.command()
@@ -210,33 +213,30 @@ def inspect(bundle: str = typer.Argument(..., help="Bundle directory."), as_json
 
     m = Bundle.load(bundle).manifest
     if as_json:
-        typer.echo(json.dumps(m, indent=2))
+        typer.echo(json.dumps(m.to_json(), indent=2))
         return
-    try:
-        rows = _inspect_rows(m)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{bundle!r}: the manifest lacks or garbles the field {exc}; it cannot be shown.") from exc
+    rows = _inspect_rows(m)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key.ljust(width)}  {value}")
 
 
-def _inspect_rows(m: dict) -> list[tuple[str, str]]:
+def _inspect_rows(m: Manifest) -> list[tuple[str, str]]:
+    n, p = m.normalization or {}, m.parity
     return [
-        ("arch", m["arch"]),
-        ("encoder", m["encoder"]),
-        ("target", f"{m['target']} ({m.get('runtime')})"),
-        ("precision", m["precision"]),
-        ("artifact", m["artifact"]),
-        *[(f"input {i['name']}", f"{i['shape']} {i['dtype']} {i['layout']}") for i in m["inputs"]],
-        *[(f"output {o['name']}", f"{o['shape']} {o['dtype']}") for o in m["outputs"]],
-        ("normalization", f"mean {m['normalization']['mean']} std {m['normalization']['std']} range {m['normalization']['input_range']}"),
-        ("parity", f"{'passed' if m['parity']['passed'] else 'FAILED'} with {m['parity']['validated_with']} "
-                   f"(atol {m['parity']['atol']}, rtol {m['parity']['rtol']})"),
-        *[(f"  {o['name']}", f"max abs {o['max_abs']:.3g}, cosine {o['cosine']:.6f}" + (f", agreement {o['agreement']:.4%}" if o["agreement"] is not None else "")) for o in m["parity"]["outputs"]],
-        ("versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())),
-        ("created", m["created"]),
-        ("digest", m.get("digest", "(format 1: none)")),
+        ("arch", m.arch),
+        ("encoder", m.encoder),
+        ("target", f"{m.target} ({m.runtime})"),
+        ("precision", m.precision),
+        ("artifact", m.artifact),
+        *[(f"input {i.name}", f"{list(i.shape)} {i.dtype} {i.layout}") for i in m.inputs],
+        *[(f"output {o.name}", f"{list(o.shape)} {o.dtype}") for o in m.outputs],
+        ("normalization", f"mean {n.get('mean')} std {n.get('std')} range {n.get('input_range')}"),
+        ("parity", f"{'passed' if p.passed else 'FAILED'} with {p.validated_with} (atol {p.policy.atol}, rtol {p.policy.rtol})"),
+        *[(f"  {o.name}", f"max abs {o.max_abs:.3g}, cosine {o.cosine:.6f}" + (f", agreement {o.agreement:.4%}" if o.agreement is not None else "")) for o in p.outputs],
+        ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items())),
+        ("created", str(m.created)),
+        ("digest", m.digest or "(format 1: none)"),
     ]
 
 

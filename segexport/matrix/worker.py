@@ -90,7 +90,7 @@ def run_cell(job: CellJob, say: Progress | None = None) -> CellResult:
     except Exception as exc:  # ExportError and anything a backend raises: one line here, the traceback in the log
         traceback.print_exc()
         return ended("error", one_line(exc))
-    result.parity, result.bundle = bundle.manifest.get("parity"), str(bundle.path)
+    result.parity, result.bundle = bundle.manifest.parity.to_dict(), str(bundle.path)
     result.build_s = round(time.perf_counter() - start, 2)
     if job.iters > 0:
         device = "cuda" if cell.target == "trt" else "cpu"
@@ -144,9 +144,8 @@ def time_bundle(bundle: Any, device: str, threads: int, iters: int) -> dict[str,
     from segexport.targets.runners import runner_for
 
     m = bundle.manifest
-    exp = m["export"]
-    dtype = np.dtype((m.get("inputs") or [{}])[0].get("dtype", "float32"))
-    x = np.random.default_rng(0).standard_normal((exp["batch"], m["in_channels"], exp["height"], exp["width"])).astype(dtype)
+    exp = m.export
+    x = np.random.default_rng(0).standard_normal((exp.batch, m.in_channels, exp.height, exp.width)).astype(m.inputs[0].dtype)
     with runner_for(bundle.path, m, device=device, threads=threads) as runner:
         first = time_calls(lambda: runner.infer(x), 0, 1, runner.sync)[0]
         runs = max(min(3, iters), min(iters, int(BENCH_BUDGET_S / max(first, 1e-9))))

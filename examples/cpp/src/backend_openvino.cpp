@@ -54,7 +54,9 @@ std::vector<Tensor> run_openvino(const Manifest& m, const Tensor& x, const RunOp
     throw UserError("cannot read " + m.artifact_path() + " as an ONNX model: " + first_line(e.what()));
   }
   // One request at a time, as fast as possible: the latency hint (one stream), the thread count if given.
-  ov::AnyMap config{ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY)};
+  // The graph runs at the precision it was written in: on CPUs with bf16 units OpenVINO would
+  // otherwise compute an fp32 graph in bf16, far outside the bundle's fp32 parity.
+  ov::AnyMap config{ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY), ov::hint::inference_precision(ov::element::f32)};
   if (options.threads > 0) config.emplace(ov::inference_num_threads(options.threads));
   ov::CompiledModel compiled = core.compile_model(model, "CPU", config);
   ov::InferRequest request = compiled.create_infer_request();
