@@ -6,6 +6,13 @@ runtimes asked for (an ONNX bundle in onnxruntime and OpenVINO); with
 in the same process. Every runtime (and eager) is timed in the same rounds, each
 round one call of each in a rotating order, so that load changes on a shared
 machine hit them alike and the ratios compare like with like.
+
+On ``--device cuda`` each call is timed with CUDA events recorded around it on the
+current stream (after the warm-up), so the figure is the GPU's time for the call,
+the copies of the numpy input and outputs included (what an application handing
+the runtime host arrays sees); ``compare_eager`` then times eager fp32 and eager
+fp16 (autocast) alike, and the report adds peak GPU memory and the share of the
+GPU's nominal peak the artifact reached.
 """
 
 from __future__ import annotations
@@ -62,6 +69,9 @@ class BenchResult:
     peak_tflops: float | None
     eager_latency_ms: Latency | None = None
     speedup_vs_eager: float | None = None
+    #: CUDA only: eager under fp16 autocast, timed in the same rounds.
+    eager_fp16_latency_ms: Latency | None = None
+    speedup_vs_eager_fp16: float | None = None
 
 
 @dataclass
@@ -81,8 +91,43 @@ class BenchReport:
         return asdict(self)
 
 
-def time_rounds(calls: dict[str, Callable[[], object]], warmup: int, iters: int, syncs: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
-    """Per call, the wall time of each of ``iters`` runs after ``warmup`` untimed ones.
+#: Times one call: ``(call, sync) -> seconds``.
+Timer = Callable[[Callable[[], object], Callable[[], None]], float]
+
+
+def wall_timer(call: Callable[[], object], sync: Callable[[], None]) -> float:
+    """Wall seconds of ``call`` and the sync that waits for its work."""
+    start = time.perf_counter()
+    call()
+    sync()
+    return time.perf_counter() - start
+
+
+def cuda_event_timer() -> Timer:
+    """A timer reading CUDA events recorded around the call on the current stream (GPU time, not host time)."""
+    import torch
+
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed(call: Callable[[], object], sync: Callable[[], None]) -> float:
+        begin.record()
+        call()
+        end.record()
+        end.synchronize()
+        sync()  # work a runtime queued on its own stream is done too
+        return begin.elapsed_time(end) / 1e3
+
+    return timed
+
+
+def time_rounds(
+    calls: dict[str, Callable[[], object]],
+    warmup: int,
+    iters: int,
+    syncs: dict[str, Callable[[], None]],
+    timer: Timer = wall_timer,
+) -> dict[str, list[float]]:
+    """Per call, the time of each of ``iters`` runs after ``warmup`` untimed ones (``timer`` measures it).
 
     The calls take turns: each round runs every call once, starting one later than the
     round before, so none always runs right after the same other one.
@@ -95,16 +140,13 @@ def time_rounds(calls: dict[str, Callable[[], object]], warmup: int, iters: int,
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(iters):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            calls[name]()
-            syncs[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timer(calls[name], syncs[name]))
     return times
 
 
-def time_calls(fn: Callable[[], object], warmup: int, iters: int, sync: Callable[[], None]) -> list[float]:
-    """Wall time of each of ``iters`` calls after ``warmup`` untimed ones."""
-    return time_rounds({"call": fn}, warmup, iters, {"call": sync})["call"]
+def time_calls(fn: Callable[[], object], warmup: int, iters: int, sync: Callable[[], None], timer: Timer = wall_timer) -> list[float]:
+    """The time of each of ``iters`` calls after ``warmup`` untimed ones."""
+    return time_rounds({"call": fn}, warmup, iters, {"call": sync}, timer)["call"]
 
 
 def shapes_to_run(manifest: Manifest, batches: Sequence[int], heights: Sequence[int], widths: Sequence[int]) -> list[tuple[int, ...]]:
@@ -219,6 +261,10 @@ def bench(
     rng = np.random.default_rng(0)
     model = eager_model(m)  # FLOPs are counted on it; with compare_eager it is timed too
     peak = peak_tflops(device, m.precision)
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()  # the report's peak is this run's, from the artifact's load on
     with ExitStack() as stack:
         for runner in runners:
             stack.enter_context(runner)
@@ -228,10 +274,13 @@ def bench(
             syncs: dict[str, Callable[[], None]] = {r.runtime: r.sync for r in runners}
             if compare_eager:
                 calls["eager"], syncs["eager"] = _eager_call(model, x, device, threads)
+                if device == "cuda":
+                    calls["eager-fp16"], syncs["eager-fp16"] = _eager_call(model, x, device, threads, autocast_fp16=True)
             say(f"{', '.join(calls)} {'x'.join(map(str, shape))}: {warmup} warm-up + {iters} timed rounds")
-            times = time_rounds(calls, warmup, iters, syncs)
+            times = time_rounds(calls, warmup, iters, syncs, cuda_event_timer() if device == "cuda" else wall_timer)
             gflop = count_gflop(model, shape)
             eager = Latency.of(times["eager"]) if compare_eager else None
+            eager16 = Latency.of(times["eager-fp16"]) if "eager-fp16" in times else None
             for runner in runners:
                 lat = Latency.of(times[runner.runtime])
                 report.results.append(
@@ -245,6 +294,8 @@ def bench(
                         peak_tflops=peak,
                         eager_latency_ms=eager,
                         speedup_vs_eager=eager.median / lat.median if eager else None,
+                        eager_fp16_latency_ms=eager16,
+                        speedup_vs_eager_fp16=eager16.median / lat.median if eager16 else None,
                     )
                 )
     report.peak_rss_mib = peak_rss_mib()
@@ -255,8 +306,12 @@ def bench(
     return report
 
 
-def _eager_call(model: Any, x: np.ndarray, device: str, threads: int | None) -> tuple[Callable[[], object], Callable[[], None]]:
-    """One eager forward on ``x`` (inference mode) and the matching device sync."""
+def _eager_call(
+    model: Any, x: np.ndarray, device: str, threads: int | None, *, autocast_fp16: bool = False
+) -> tuple[Callable[[], object], Callable[[], None]]:
+    """One eager forward on ``x`` (inference mode; fp16 autocast on CUDA if asked) and the matching device sync."""
+    import contextlib
+
     import torch
 
     if threads:
@@ -265,7 +320,8 @@ def _eager_call(model: Any, x: np.ndarray, device: str, threads: int | None) -> 
     t = torch.from_numpy(x).to(device)
 
     def call() -> object:
-        with torch.inference_mode():
+        autocast = torch.autocast("cuda", dtype=torch.float16) if autocast_fp16 else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
             return model(t)
 
     return call, (torch.cuda.synchronize if device == "cuda" else (lambda: None))
@@ -273,12 +329,17 @@ def _eager_call(model: Any, x: np.ndarray, device: str, threads: int | None) -> 
 
 def format_table(report: BenchReport) -> str:
     """The report as a Markdown table."""
+    fp16 = any(r.eager_fp16_latency_ms for r in report.results)
     head = "| shape | runtime | min | median | p90 | p99 | max (ms) | img/s | GFLOP | GFLOP/s | eager median | speedup |"
-    lines = [head, "|" + "---|" * 12]
+    head += " eager fp16 median | speedup vs fp16 |" if fp16 else ""
+    lines = [head, "|" + "---|" * (14 if fp16 else 12)]
     for r in report.results:
         lat = r.latency_ms
         eager = f"{r.eager_latency_ms.median:.2f}" if r.eager_latency_ms else "-"
         speed = f"{r.speedup_vs_eager:.2f}x" if r.speedup_vs_eager else "-"
+        if fp16:
+            eager16 = f"{r.eager_fp16_latency_ms.median:.2f}" if r.eager_fp16_latency_ms else "-"
+            speed += f" | {eager16} | " + (f"{r.speedup_vs_eager_fp16:.2f}x" if r.speedup_vs_eager_fp16 else "-")
         gflops = f"{r.gflops_achieved:.1f}" if r.gflops_achieved else "-"
         if r.peak_tflops and r.gflops_achieved:
             gflops += f" ({r.gflops_achieved / (r.peak_tflops * 1e3):.1%} of peak)"

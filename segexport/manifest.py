@@ -6,7 +6,7 @@ Python (verify, bench, inspect, eval, locate, the runners, the matrix) goes thro
 field. The C++ consumer reads the same JSON (examples/cpp).
 
 Format versions: 1 had no parity mask threshold, no judged-input kind and no digest;
-2 added them. Both are read; 2 is written.
+2 added them; 3 added ``device`` (what the artifact was compiled for). All are read; 3 is written.
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from segexport.devices import DeviceRecord
 from segexport.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from segexport.parity import ParityReport  # numpy: imported when a manifest is read, not with the module
 
-#: 2 added the parity policy's mask_threshold and inputs, and the manifest digest; 1 still verifies.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: 2 added the parity policy's mask_threshold and inputs, and the manifest digest; 3 the device record.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 #: Versions whose manifest carries its own digest.
-DIGESTED_VERSIONS = (2,)
+DIGESTED_VERSIONS = (2, 3)
 
 _LAYOUTS = {4: "NCHW", 3: "NHW", 2: "NC"}  # 3-D: an argmax mask
 
@@ -134,6 +135,8 @@ class Manifest:
     #: The encoder's input preparation (mean, std, input_space, input_range).
     normalization: Mapping[str, Any] | None = None
     runtime: str | None = None
+    #: The device the artifact was built and validated on (format 3; None before).
+    device: DeviceRecord | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     segexport_version: str | None = None
     #: The judged inputs and eager outputs (reference.npz).
@@ -154,6 +157,7 @@ class Manifest:
             "segexport_version": self.segexport_version,
             "versions": dict(self.versions),
             "runtime": self.runtime,
+            **({} if self.device is None else {"device": self.device.to_json()}),
             "arch": self.arch,
             "arch_args": dict(self.arch_args),
             "encoder": self.encoder,
@@ -238,6 +242,7 @@ class Manifest:
             aux_classes=d.get("aux_classes"),
             normalization=None if d.get("normalization") is None else dict(d["normalization"]),
             runtime=d.get("runtime"),
+            device=None if d.get("device") is None else DeviceRecord.from_json(d["device"]),
             versions=dict(d.get("versions", {})),
             segexport_version=d.get("segexport_version"),
             reference=d.get("reference"),

@@ -364,6 +364,7 @@ def _manifest(req: BuildRequest, arguments: dict, spec: Any, result: Any, report
         segexport_version=__version__,
         versions={"python": platform.python_version(), "torch": torch.__version__, **described.get("versions", {})},
         runtime=described.get("runtime"),
+        device=result.device,
         arch=canonical_name(req.arch),
         arch_args=arguments,
         encoder=req.encoder,
@@ -422,6 +423,7 @@ def verify(path: str | os.PathLike[str], expect_digest: str | None = None) -> Ve
     """
     from segexport.bundle import MANIFEST, Bundle, read_manifest_json, verify_hashes
     from segexport.errors import TamperedBundleError
+    from segexport.devices import check_runs_here
     from segexport.manifest import DIGESTED_VERSIONS, Manifest, manifest_digest
     from segexport.targets import ExportResult, ExportSpec, get_target
 
@@ -433,6 +435,7 @@ def verify(path: str | os.PathLike[str], expect_digest: str | None = None) -> Ve
             f"{raw.get('digest')!r}, its content has {manifest_digest(raw)}."
         )  # checked on the file as written, before it is read as a record: an edit is named as one
     bundle = Bundle.load(path)
+    check_runs_here(bundle.manifest.device, bundle.manifest.target, str(bundle.artifact))
     digest = manifest_digest(raw)
     if expect_digest is not None and expect_digest.strip() != digest:
         raise TamperedBundleError(f"Bundle {str(path)!r} has digest {digest}, not the expected {expect_digest.strip()}.")
@@ -456,7 +459,8 @@ def verify(path: str | os.PathLike[str], expect_digest: str | None = None) -> Ve
     if m.reference is None:
         raise InvalidInputError(f"{str(bundle.path / MANIFEST)!r} names no reference file to judge the artifact on.")
     inputs, reference = read_reference(bundle.path_of(m.reference), spec.output_names)
-    result = ExportResult(artifact=m.artifact, files=list(m.sha256), inputs=list(m.inputs), outputs=list(m.outputs), extra=dict(exp.details))
+    result = ExportResult(artifact=m.artifact, files=list(m.sha256), inputs=list(m.inputs), outputs=list(m.outputs),
+                          extra=dict(exp.details), device=m.device)  # fmt: skip
     try:
         report = get_target(m.target).validate(bundle.path, result, spec, inputs, reference)
     except SegexportError:

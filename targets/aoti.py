@@ -4,8 +4,11 @@ torch.export captures the prepared model; ``torch._inductor.aoti_compile_and_pac
 generates C++ kernels and compiles them with the machine's C++ compiler into a
 package that LibTorch loads with ``torch::inductor::AOTIModelPackageLoader`` and
 Python with ``torch._inductor.aoti_load_package`` (which validation uses). The
-package is compiled for the CPU it was built on (its instruction set) and runs on
-the CPU only.
+package is compiled for one device: by default the CPU it was built on (its
+instruction set); with ``--device cuda`` the GPU it was built on (CUDA kernels for
+its compute capability), in fp32 or, with ``--fp16``, in half precision behind a
+float32 interface. It is validated on that device, and the manifest's ``device``
+record makes every reader refuse it elsewhere (:mod:`segexport.devices`).
 
 Compilation takes from seconds to minutes (code generation, then g++ on one large
 file), and inductor redoes both for every AOT build. What can be cached is kept in
@@ -32,17 +35,28 @@ import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from segexport.devices import DEVICES, DeviceRecord
 from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 from segexport.quiet import quiet_logger
 
 from .runners import AotiRunner
-from .base import ExportResult, ExportSpec, TargetOptions, check_precision, io_entries, judge, trace_example_shape
+from .base import (
+    ExportResult,
+    ExportSpec,
+    TargetOptions,
+    check_precision,
+    half_precision_module,
+    io_entries,
+    judge,
+    trace_example_shape,
+)
 
 MODEL_FILE = "model.pt2"
 #: Seconds between "still compiling" progress lines.
@@ -85,12 +99,19 @@ def cpp_compiler() -> str:
         ) from exc
 
 
-def export_program(model: Any, spec: ExportSpec) -> Any:
+@dataclass(frozen=True)
+class AotiOptions(TargetOptions):
+    """Where the package runs: ``cpu`` (this CPU's instruction set) or ``cuda`` (this GPU)."""
+
+    device: str = field(default="cpu", metadata={"flag": "--device"})
+
+
+def export_program(model: Any, spec: ExportSpec, device: str = "cpu") -> Any:
     """torch.export of the prepared model in export mode; batch, height and width dynamic with --dynamic."""
     import torch
     from segexport.arch.base import export_mode
 
-    example = torch.zeros(trace_example_shape(spec))
+    example = torch.zeros(trace_example_shape(spec), device=device)
     dynamic_shapes = None
     if spec.dynamic:
         # Height and width: let torch.export derive the valid range (and any stride
@@ -173,26 +194,50 @@ def compile_package(program: Any, path: Path, say: Callable[[str], None]) -> flo
 
 
 class AotiTarget:
-    """``--target aoti``: model.pt2 compiled by AOTInductor for this CPU, validated through aoti_load_package."""
+    """``--target aoti``: model.pt2 compiled by AOTInductor for this CPU or GPU, validated through aoti_load_package there."""
 
     name = "aoti"
-    precisions = ("fp32",)
-    Options = TargetOptions
+    precisions = ("fp32", "fp16")
+    Options = AotiOptions
 
     def check(self, spec: ExportSpec) -> None:
         check_precision(self, spec)
+        device = self._device(spec)
+        if spec.precision == "fp16" and device != "cuda":
+            raise InvalidInputError(
+                "fp16 AOTInductor packages are compiled for a CUDA GPU: add --device cuda, or drop --fp16 for the CPU."
+            )
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InvalidInputError("--target aoti --device cuda compiles for this machine's GPU, and it has none; use --device cpu.")
         cpp_compiler()
+
+    @staticmethod
+    def _device(spec: ExportSpec) -> str:
+        device = getattr(spec.options, "device", "cpu")
+        if device not in DEVICES:
+            raise InvalidInputError(f"--device {device!r} is not a device AOTInductor compiles for; allowed: {', '.join(DEVICES)}.")
+        return str(device)
 
     def export(self, model: Any, spec: ExportSpec, out_dir: Path) -> ExportResult:
         say: Callable[[str], None] = spec.progress or _log.info
+        device = self._device(spec)
+        module = (half_precision_module(model) if spec.precision == "fp16" else model).to(device)
         start = time.monotonic()
-        program = export_program(model, spec)
+        program = export_program(module, spec, device)
         say(f"aoti: torch.export done in {time.monotonic() - start:.0f} s")
         path = out_dir / MODEL_FILE
         compile_s = compile_package(program, path, say)
-        inputs, outputs = io_entries(model, spec, "cpu")
-        extra = {"device": "cpu", "compile_seconds": round(compile_s, 1)}
-        return ExportResult(artifact=MODEL_FILE, files=[MODEL_FILE], inputs=inputs, outputs=outputs, extra=extra)
+        inputs, outputs = io_entries(module, spec, device)
+        extra = {
+            "device": device,
+            "compute_dtype": "float16" if spec.precision == "fp16" else "float32",
+            "compile_seconds": round(compile_s, 1),
+        }
+        record = DeviceRecord.current(device, compiled=True)
+        return ExportResult(artifact=MODEL_FILE, files=[MODEL_FILE], inputs=inputs, outputs=outputs, extra=extra, device=record)
 
     def validate(
         self,
@@ -202,8 +247,10 @@ class AotiTarget:
         inputs: Sequence[np.ndarray],
         reference: Sequence[dict[str, np.ndarray]],
     ) -> ParityReport:
-        actual = AotiRunner(out_dir / result.artifact, spec.output_names).run(inputs)
-        return judge(spec, actual, reference, "aoti_load_package-cpu", inputs)
+        device = str(result.extra.get("device", "cpu"))  # verify reads it back from the manifest
+        actual = AotiRunner(out_dir / result.artifact, spec.output_names, device=device).run(inputs)
+        validated_with = f"aoti_load_package-{device}" + ("-fp16" if spec.precision == "fp16" else "")
+        return judge(spec, actual, reference, validated_with, inputs)
 
     def describe(self) -> dict[str, Any]:
         # The runtime is LibTorch of the same torch version, which the manifest already records.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from segexport.errors import InvalidInputError
+from segexport.devices import DeviceRecord
 from segexport.manifest import TensorInfo
 from segexport.parity import ParityPolicy, parity_report
 
@@ -106,6 +107,8 @@ class ExportResult:
     outputs: list[TensorInfo]
     #: The target's own record for the manifest's ``export`` block.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The device the artifact was built and validated on (the manifest's ``device``).
+    device: DeviceRecord | None = None
 
 
 #: Runs the eager model on numpy inputs and returns one array per output name.
@@ -191,3 +194,25 @@ def io_entries(module: Any, spec: ExportSpec, device: str) -> tuple[list[TensorI
     inputs = [tensor_info(INPUT_NAME, shape(spec.input_shape), "float32")]
     outs = [tensor_info(name, shape(o.shape), str(o.dtype).removeprefix("torch.")) for name, o in zip(spec.output_names, outputs)]
     return inputs, outs
+
+
+def half_precision_module(model: Any) -> Any:
+    """A float16 copy of ``model``, wrapped so that the graph takes and returns float32 (fp16 TorchScript and AOTI).
+
+    Every consumer then reads the same manifest inputs whatever the precision inside.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    class HalfPrecision(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.model = inner
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            outputs = self.model(x.to(torch.float16))
+            return tuple(o.float() if o.is_floating_point() else o for o in outputs)
+
+    return HalfPrecision(copy.deepcopy(model).half()).eval()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from segexport.devices import DeviceRecord
 from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.interrupts import deferred
 from segexport.manifest import TensorInfo
@@ -203,7 +204,8 @@ class OnnxTarget:
         if (out_dir / (MODEL_FILE + ".data")).exists():
             files.append(MODEL_FILE + ".data")
         inputs, outputs = onnx_io(path)
-        return ExportResult(artifact=MODEL_FILE, files=files, inputs=inputs, outputs=outputs, extra=extra)
+        device = DeviceRecord.current("cpu", compiled=False)  # validated there; the graph itself runs anywhere
+        return ExportResult(artifact=MODEL_FILE, files=files, inputs=inputs, outputs=outputs, extra=extra, device=device)
 
     def validate(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from segexport.bundle import contained_path
+from segexport.devices import check_runs_here
 from segexport.errors import InvalidInputError, unknown
 from segexport.manifest import Manifest
 
@@ -247,4 +248,5 @@ def runner_for(
     if name not in allowed:
         raise InvalidInputError(f"{manifest.target} bundles run in {' or '.join(allowed)}, not in {name!r}.")
     path = contained_path(Path(bundle_dir), manifest.artifact)  # never a file outside the bundle
+    check_runs_here(manifest.device, manifest.target, str(path))
     return RUNTIMES[name](path, manifest.output_names, device=device, threads=threads, input_name=manifest.inputs[0].name)

@@ -30,6 +30,7 @@ and the report's ``validated_with`` says which of the two it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ import numpy as np
 
 from segexport.atomic import write_atomic
 from segexport.checks import check_int
+from segexport.devices import DeviceRecord
 from segexport.errors import ExportError, InvalidInputError, SegexportError
 from segexport.parity import ParityReport
 
@@ -475,7 +477,10 @@ class TensorRTTarget:
         if onnx_path.with_name(onnx_name + ".data").exists():
             files.append(onnx_name + ".data")
         inputs, outputs = onnx_io(onnx_path)
-        return ExportResult(artifact=ENGINE_FILE, files=files, inputs=inputs, outputs=outputs, extra=extra)
+        device = DeviceRecord.current("cuda", compiled=True)
+        if extra["tensorrt"].get("hardware_compat"):  # the engine runs on a range of GPUs, not only this one's capability
+            device = dataclasses.replace(device, capability=None)
+        return ExportResult(artifact=ENGINE_FILE, files=files, inputs=inputs, outputs=outputs, extra=extra, device=device)
 
     def validate(
         self,

@@ -28,7 +28,6 @@ convolutions on the CPU are slow and not what such an artifact is for.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,32 +35,16 @@ from typing import Any
 
 import numpy as np
 
+from segexport.devices import DeviceRecord
 from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 
 from .runners import TorchScriptRunner
-from .base import ExportResult, ExportSpec, TargetOptions, check_precision, io_entries, judge, trace_example_shape
+from .base import ExportResult, ExportSpec, TargetOptions, check_precision, half_precision_module, io_entries, judge, trace_example_shape
 
 MODEL_FILE = "model.ts"
 #: precision → the device the artifact is traced and validated on
 PRECISION_DEVICE = {"fp32": "cpu", "fp16": "cuda"}
-
-
-def _half_precision_module(model: Any) -> Any:
-    """``model`` in float16, wrapped so that the graph takes and returns float32."""
-    import torch
-    from torch import nn
-
-    class HalfPrecision(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.model = inner
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            outputs = self.model(x.to(torch.float16))
-            return tuple(o.float() if o.is_floating_point() else o for o in outputs)
-
-    return HalfPrecision(copy.deepcopy(model).half()).eval()
 
 
 def trace_torchscript(model: Any, spec: ExportSpec, device: str = "cpu") -> tuple[Any, list[str]]:
@@ -75,7 +58,7 @@ def trace_torchscript(model: Any, spec: ExportSpec, device: str = "cpu") -> tupl
 
     from segexport.arch.base import export_mode
 
-    module = _half_precision_module(model) if spec.precision == "fp16" else model
+    module = half_precision_module(model) if spec.precision == "fp16" else model
     module = module.to(device).eval()
     example = torch.zeros(trace_example_shape(spec), device=device)
     with export_mode(), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
@@ -150,7 +133,8 @@ class TorchScriptTarget:
         }
         if notes:
             extra["tracer_warnings"] = notes
-        return ExportResult(artifact=MODEL_FILE, files=[MODEL_FILE], inputs=inputs, outputs=outputs, extra=extra)
+        record = DeviceRecord.current(device, compiled=False)  # weights move with map_location: it loads anywhere
+        return ExportResult(artifact=MODEL_FILE, files=[MODEL_FILE], inputs=inputs, outputs=outputs, extra=extra, device=record)
 
     def validate(
         self,

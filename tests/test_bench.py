@@ -11,7 +11,7 @@ import pytest
 from cases import SEGEXPORT
 
 import segexport
-from segexport.bench import bench, format_table
+from segexport.bench import bench, format_table, time_rounds
 from segexport.parity import compare_outputs
 from segexport.targets.runners import runner_for
 
@@ -150,3 +150,23 @@ def test_cli_refuses_a_manifest_whose_artifact_lies_outside_the_bundle(dynamic_b
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert "outside the bundle" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_rounds_rotate_the_order_and_are_measured_by_the_timer_given():
+    """CUDA-event timing plugs in as a timer; here a fake one shows each call is timed once per round, in turn."""
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    times = time_rounds(calls, 0, 3, dict.fromkeys(calls, lambda: None), timer=lambda call, sync: (call(), sync(), 0.25)[2])
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert times == {"a": [0.25] * 3, "b": [0.25] * 3, "c": [0.25] * 3}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="times on the GPU: needs a CUDA GPU")
+def test_cuda_bench_times_with_events_and_compares_eager_fp32_and_fp16(tmp_path):
+    bundle = segexport.build("unet", "resnet18", target="torchscript", precision="fp16", height=64, width=64,
+                             arch_args=TINY, out=tmp_path / "b")  # fmt: skip
+    report = bench(str(bundle.path), device="cuda", warmup=2, iters=5, compare_eager=True)
+    result = report.results[0]
+    assert result.latency_ms.median > 0 and result.eager_latency_ms.median > 0 and result.eager_fp16_latency_ms.median > 0
+    assert report.peak_device_mib > 0 and "eager fp16 median" in format_table(report)

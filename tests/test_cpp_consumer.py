@@ -376,7 +376,7 @@ def test_bad_bundle_or_input_fails_with_one_line(consumer, identity_models, tmp_
     assert message in done.stderr
 
 
-# ---- manifests the consumer refuses: paths that leave the bundle, formats it does not know -----------
+# ---- manifests the consumer refuses: paths that leave the bundle, formats it does not know, GPU code ---
 
 OUTSIDE = "../outside/model.ts"  # a real TorchScript file beside the bundle: only the containment check stops it
 REFUSALS = {
@@ -385,7 +385,12 @@ REFUSALS = {
     "artifact-is-a-symlink-out": ({"symlink": "model.ts"}, "names 'model.ts', a symlink that leads outside the bundle"),
     "sha256-key-climbs-out": ({"sha256": {"model.ts": "0" * 64, OUTSIDE: "0" * 64}}, "a \"sha256\" key names '../outside/model.ts'"),
     "reference-climbs-out": ({"reference": "../outside/reference.npz"}, "\"reference\" names '../outside/reference.npz', a path outside"),
-    "unknown-format-version": ({"format_version": 99}, "has format_version 99; this program reads 1, 2"),
+    "unknown-format-version": ({"format_version": 99}, "has format_version 99; this program reads 1, 2, 3"),
+    "compiled-for-a-gpu": (
+        {"format_version": 3, "device": {"kind": "cuda", "name": "NVIDIA H200", "capability": "9.0", "cuda": "12.8",
+                                         "torch": "2.11.0", "compiled": True}},
+        "compiled for a CUDA GPU (NVIDIA H200); this program runs artifacts on the CPU",
+    ),  # fmt: skip
 }
 
 

@@ -54,9 +54,15 @@ def test_static_deeplabv3plus_resnet34_package_passes_parity_in_the_python_loade
     check_package(build_tiny("deeplabv3plus", tmp_path, classes=2), "deeplabv3plus", dynamic=False, aux=False)
 
 
-def test_fp16_is_refused_before_compiling(tmp_path):
-    with pytest.raises(segexport.InvalidInputError, match="not available for target aoti; allowed: fp32"):
-        build_tiny("unet", tmp_path, precision="fp16")
+@pytest.mark.parametrize(
+    ("precision", "fragment"),
+    [("fp16", "fp16 AOTInductor packages are compiled for a CUDA GPU: add --device cuda"),
+     ("int8", "not available for target aoti; allowed: fp32, fp16")],
+)  # fmt: skip
+def test_a_precision_the_cpu_package_cannot_have_is_refused_before_compiling(tmp_path, precision, fragment):
+    with pytest.raises(segexport.InvalidInputError, match=fragment):
+        build_tiny("unet", tmp_path, precision=precision, **({"calib": "random"} if precision == "int8" else {}))
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_missing_compiler_is_a_clear_error(tmp_path):

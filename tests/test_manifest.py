@@ -53,16 +53,19 @@ def test_the_record_reads_back_exactly_what_build_wrote(built):
     assert manifest.onnx_graph() == "model.onnx"
 
 
-def test_a_format_1_bundle_still_verifies_with_the_policy_build_applied(bundle):
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_bundle_of_an_older_format_still_verifies_with_the_policy_build_applied(bundle, version):
     old = raw(bundle)
-    old["format_version"] = 1
-    for key in ("mask_threshold", "inputs"):
-        del old["parity"][key]
-    del old["digest"]
-    rewrite(bundle, old, redigest=False)
+    old["format_version"] = version
+    del old["device"]  # format 3's
+    if version == 1:
+        for key in ("mask_threshold", "inputs"):
+            del old["parity"][key]
+        del old["digest"]
+    rewrite(bundle, old, redigest=version == 2)
     manifest = Manifest.from_json(old)
     assert manifest.parity.policy.mask_threshold == 0.5  # derived from the sigmoid, as format 1's build did
-    assert manifest.parity.policy.inputs == "seeded"
+    assert manifest.parity.policy.inputs == "seeded" and manifest.device is None
     proc = cli("verify", str(bundle))
     assert proc.returncode == 0, proc.stderr
     (bundle / "model.onnx").write_bytes((bundle / "model.onnx").read_bytes()[:-8])
@@ -78,6 +81,7 @@ WRONG_TYPES = {
     "outputs": (lambda m: m.update(outputs=[]), "outputs is []; expected a non-empty list"),
     "parity cosine": (lambda m: m["parity"]["outputs"][0].update(cosine="high"), "parity.outputs[0].cosine is 'high'"),
     "arch_args": (lambda m: m.update(arch_args=[1]), "arch_args is [1]; expected an object"),
+    "device.kind": (lambda m: m["device"].update(kind="tpu"), "the manifest's device is {'kind': 'tpu'"),
 }
 
 

@@ -81,6 +81,7 @@ def build(
     workspace: Optional[int] = typer.Option(None, "--workspace", help="TensorRT workspace limit in MiB."),
     timing_cache: Optional[str] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, reused across builds."),
     hardware_compat: bool = typer.Option(False, "--hardware-compat", help="TensorRT engine for all Ampere+ GPUs, where supported."),
+    device: Optional[str] = typer.Option(None, "--device", help="aoti: compile for cpu (default) or cuda (this GPU; --fp16 too)."),
     opset: int = typer.Option(18, help="ONNX opset."),
     atol: Optional[float] = typer.Option(None, help="Absolute tolerance for parity."),
     rtol: Optional[float] = typer.Option(None, help="Relative tolerance for parity."),
@@ -145,6 +146,7 @@ def build(
             "workspace_mb": workspace,
             "timing_cache": timing_cache,
             "hardware_compat": hardware_compat or None,  # None: not given (an option of trt only)
+            "device": device,  # an option of aoti only
         },
         opset=opset,
         atol=atol,
@@ -227,6 +229,8 @@ def _inspect_rows(m: Manifest) -> list[tuple[str, str]]:
         ("arch", m.arch),
         ("encoder", m.encoder),
         ("target", f"{m.target} ({m.runtime})"),
+        ("device", "not recorded (format < 3)" if m.device is None else
+                   f"{m.device.kind} ({m.device.describe()}){', compiled for it' if m.device.compiled else ''}"),
         ("precision", m.precision),
         ("artifact", m.artifact),
         *[(f"input {i.name}", f"{list(i.shape)} {i.dtype} {i.layout}") for i in m.inputs],

@@ -13,9 +13,9 @@ namespace segexport {
 
 namespace {
 
-// The bundle formats this program reads (segexport.bundle.READABLE_VERSIONS): version 2 added fields
-// for Python's verifier (the parity policy, a manifest digest); the fields read here are the same in both.
-constexpr std::array<int, 2> kFormatVersions{1, 2};
+// The bundle formats this program reads (segexport.manifest.READABLE_VERSIONS): version 2 added fields
+// for Python's verifier (the parity policy, a manifest digest), 3 the "device" the artifact was compiled for.
+constexpr std::array<int, 3> kFormatVersions{1, 2, 3};
 
 const json::Value& member(const json::Value& obj, const std::string& key, const std::string& where) {
   const json::Value* v = obj.find(key);
@@ -129,6 +129,18 @@ Manifest load_manifest(const std::string& bundle_dir) {
   if (m.target != "torchscript" && m.target != "aoti" && m.target != "onnx") {
     throw UserError("bundle '" + bundle_dir + "' holds a '" + m.target +
                     "' artifact; this program runs torchscript, aoti and onnx bundles (segexport build ... --target onnx)");
+  }
+  // A package compiled for a GPU holds CUDA kernels: this program runs artifacts on the CPU.
+  if (const json::Value* device = root.find("device"); device != nullptr && device->is_object()) {
+    const json::Value* kind = device->find("kind");
+    const json::Value* compiled = device->find("compiled");
+    const bool for_gpu = kind != nullptr && kind->is_string() && kind->string == "cuda";
+    if (for_gpu && compiled != nullptr && compiled->type == json::Value::Type::Bool && compiled->boolean) {
+      const json::Value* name = device->find("name");
+      throw UserError("bundle '" + bundle_dir + "' holds a " + m.target + " artifact compiled for a CUDA GPU (" +
+                      (name != nullptr && name->is_string() ? name->string : "?") +
+                      "); this program runs artifacts on the CPU (rebuild with --device cpu)");
+    }
   }
   // Every path the manifest names stays inside the bundle, as segexport.bundle.contained_path demands.
   check_inside(bundle_dir, m.artifact, "\"artifact\"");
