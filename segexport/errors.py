@@ -59,6 +59,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def squeeze(text: str, limit: int = 300, ellipsis: str = "…") -> str:
+    """``text`` on one line (each run of whitespace one space), cut to ``limit`` characters, ``ellipsis`` marking a cut."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - len(ellipsis)].rstrip() + ellipsis
+
+
 def closest(value: str, allowed: Iterable[str]) -> str:
     """A ' Did you mean X?' suffix naming the nearest allowed value, or ''."""
     match = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)

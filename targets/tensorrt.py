@@ -44,7 +44,7 @@ import numpy as np
 from segexport.atomic import write_atomic
 from segexport.checks import check_int
 from segexport.devices import DeviceRecord
-from segexport.errors import ExportError, InvalidInputError, SegexportError
+from segexport.errors import ExportError, InvalidInputError, SegexportError, squeeze
 from segexport.parity import ParityReport
 
 from .base import ExportResult, ExportSpec, TargetOptions, check_precision, judge
@@ -331,7 +331,7 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: BuildSettings, tr
     if serialized is None:
         errors = logger.errors()
         detail = errors[-1] if errors else "no message from the builder"
-        raise ExportError(f"{module_version(trt)} could not build an engine from {onnx_path.name}: {_one_line(detail)}")
+        raise ExportError(f"{module_version(trt)} could not build an engine from {onnx_path.name}: {squeeze(detail)}")
     engine_path.write_bytes(memoryview(serialized))
     if cache is not None and settings.timing_cache is not None:
         write_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
@@ -345,7 +345,7 @@ def _parser_failure(parser: Any, onnx_path: Path, trt: ModuleType, logger: Any) 
         err = parser.get_error(i)
         op = err.node_operator() or "?"
         key = (err.node_name() or f"#{err.node()}", op)
-        reason = _one_line(err.desc())
+        reason = squeeze(err.desc())
         if op != "?" and not parser.supports_operator(op):
             reason = f"TensorRT has no importer for {op} (and no plugin of that name)"
         elif reason.lower() in ("", "false", "true"):  # the parser's checkers report a bare boolean
@@ -353,18 +353,13 @@ def _parser_failure(parser: Any, onnx_path: Path, trt: ModuleType, logger: Any) 
         seen.setdefault(key, reason)
     if not seen:
         detail = logger.errors()[-1] if logger.errors() else "no message from the parser"
-        return f"{module_version(trt)} cannot parse {onnx_path.name}: {_one_line(detail)}"
+        return f"{module_version(trt)} cannot parse {onnx_path.name}: {squeeze(detail)}"
     parts = [f"node {name!r} (op {op}): {desc}" for (name, op), desc in seen.items()]
     ops = sorted({op for _, op in seen})
     return (
         f"{module_version(trt)} cannot take {len(seen)} node(s) of {onnx_path.name} (op {', '.join(ops)}): "
         + "; ".join(parts)
     )
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- run
@@ -387,7 +382,7 @@ def engine_runner(path: Path, names: Sequence[str], module: str | None = None) -
     engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
     if engine is None:
         errors = logger.errors()
-        raise ExportError(f"{module_version(trt)} cannot load {Path(path).name} here: {_one_line(errors[-1] if errors else 'no message')}")
+        raise ExportError(f"{module_version(trt)} cannot load {Path(path).name} here: {squeeze(errors[-1] if errors else 'no message')}")
     context = engine.create_execution_context()
     tensors = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [t for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.INPUT]
@@ -409,7 +404,7 @@ def engine_runner(path: Path, names: Sequence[str], module: str | None = None) -
             results[name] = out
         stream.wait_stream(torch.cuda.current_stream())
         if not context.execute_async_v3(stream.cuda_stream):
-            raise ExportError(f"{module_version(trt)} failed to run {Path(path).name}: {_one_line(' '.join(logger.errors()[-1:]))}")
+            raise ExportError(f"{module_version(trt)} failed to run {Path(path).name}: {squeeze(' '.join(logger.errors()[-1:]))}")
         stream.synchronize()
         return [r.float().cpu().numpy() if r.is_floating_point() else r.cpu().numpy() for r in (results[n] for n in names)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segexport.errors import SegexportError, first_line
+from segexport.errors import SegexportError, first_line, squeeze
 from segexport.matrix.model import BENCH_BUDGET_S, CellResult, MatrixReport
 
 MAX_TABLE_REASON = 80
@@ -17,8 +17,7 @@ def one_line(exc: BaseException) -> str:
 
 def short(text: str, limit: int) -> str:
     """``text`` on one line, safe inside a Markdown table cell, cut to ``limit`` characters."""
-    text = " ".join(text.split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return squeeze(text.replace("|", "\\|"), limit)
 
 
 def _mask_figures(result: CellResult) -> str:
