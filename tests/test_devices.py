@@ -42,7 +42,7 @@ def test_a_cpu_build_records_the_device_it_was_validated_on(aoti_unet_bundle):
         (None, "aoti", True),  # format 2 bundles carry no record
     ],
 )
-def test_what_runs_here_without_a_gpu_question(record, target, runs):
+def test_on_the_cpu_only_a_package_of_another_torch_is_refused(record, target, runs):
     if runs:
         check_runs_here(record, target, "model")
     else:
