@@ -73,10 +73,11 @@ class DeviceRecord:
         return cls(d["kind"], d["name"], d.get("capability"), d.get("cuda"), d["torch"], d["compiled"])
 
 
-def check_runs_here(record: DeviceRecord | None, target: str, artifact: str) -> None:
-    """Refuse, in one line, an artifact compiled for a device this machine lacks (or for another torch).
+def check_runs_here(record: DeviceRecord | None, artifact: str, *, same_torch: bool = False) -> None:
+    """Refuse, in one line, an artifact compiled for a device this machine lacks (or, ``same_torch``, for another torch).
 
-    Portable artifacts (ONNX, TorchScript) and bundles from before the record (None) pass.
+    Called by whatever is about to load the compiled artifact itself (its runner, its target's
+    validation); portable artifacts (ONNX, TorchScript) and bundles from before the record (None) pass.
     """
     if record is None or not record.compiled:
         return
@@ -84,8 +85,6 @@ def check_runs_here(record: DeviceRecord | None, target: str, artifact: str) -> 
 
     if record.kind == "cuda":
         if not torch.cuda.is_available():
-            if target == "trt":  # verify and eval check its graph in onnxruntime; the engine's runner needs the GPU
-                return
             raise InvalidInputError(
                 f"{artifact} was compiled for a CUDA GPU ({record.describe()}); this machine has none. "
                 "Run it on that GPU, or rebuild the bundle here."
@@ -97,7 +96,7 @@ def check_runs_here(record: DeviceRecord | None, target: str, artifact: str) -> 
                     f"{artifact} was compiled for {record.describe()}; this GPU is {torch.cuda.get_device_name()}, "
                     f"sm_{here.replace('.', '')}. Rebuild the bundle on this GPU."
                 )
-    if target == "aoti" and _minor(record.torch) != _minor(torch.__version__):
+    if same_torch and _minor(record.torch) != _minor(torch.__version__):
         raise InvalidInputError(
             f"{artifact} is an AOTInductor package compiled by torch {record.torch}, which loads in that torch only; "
             f"this is torch {torch.__version__}. Rebuild the bundle with this torch."

@@ -168,7 +168,9 @@ def artifact_runner(bundle: Any, device: str = "cpu", threads: int | None = None
         import torch
 
         if not torch.cuda.is_available():
-            source = m.onnx_graph() or ""
+            source = m.onnx_graph()
+            if source is None:
+                raise InvalidInputError(f"Bundle {str(bundle.path)!r}: its TensorRT record names no ONNX graph to run without a GPU.")
             runner = OnnxRuntimeRunner(bundle.path_of(source), threads=threads, as_written=m.precision == "int8")
             described = f"onnxruntime-cpu ({source}; no CUDA GPU for the engine)"
     if described is None:

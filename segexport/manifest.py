@@ -263,13 +263,12 @@ class Manifest:
         return [o.name for o in self.outputs]
 
     def onnx_graph(self) -> str | None:
-        """The ONNX graph the bundle holds: the artifact of an onnx bundle, the graph a TensorRT engine was built from."""
+        """The ONNX graph the bundle holds: the artifact of an onnx bundle, the graph a TensorRT engine was built from
+        (its build record names it), else None."""
         if self.target == "onnx":
             return self.artifact
-        if self.target == "trt":
-            recorded = self.export.details.get("tensorrt", {}).get("onnx")
-            return str(recorded or {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}.get(self.precision, "model.onnx"))
-        return None
+        recorded = self.export.details.get("tensorrt", {}).get("onnx") if self.target == "trt" else None
+        return recorded if isinstance(recorded, str) else None
 
 
 #: Keys no reader can do without.

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from segexport.devices import DEVICES, DeviceRecord
+from segexport.devices import DEVICES, DeviceRecord, check_runs_here
 from segexport.errors import ExportError, InvalidInputError, first_line
 from segexport.parity import ParityReport
 from segexport.quiet import quiet_logger
@@ -248,6 +248,7 @@ class AotiTarget:
         reference: Sequence[dict[str, np.ndarray]],
     ) -> ParityReport:
         device = str(result.extra.get("device", "cpu"))  # verify reads it back from the manifest
+        check_runs_here(result.device, str(out_dir / result.artifact), same_torch=True)
         actual = AotiRunner(out_dir / result.artifact, spec.output_names, device=device).run(inputs)
         validated_with = f"aoti_load_package-{device}" + ("-fp16" if spec.precision == "fp16" else "")
         return judge(spec, actual, reference, validated_with, inputs)

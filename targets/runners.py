@@ -33,6 +33,8 @@ class Runner:
     """
 
     runtime = "?"
+    #: Whether the artifact loads only in the torch that compiled it (checked against the manifest's device record).
+    same_torch = False
 
     def __init__(
         self, path: Path, names: Sequence[str] | None = None, device: str = "cpu", threads: int | None = None,
@@ -186,6 +188,7 @@ class TorchScriptRunner(_TorchRunner):
 
 class AotiRunner(_TorchRunner):
     runtime = "aoti"
+    same_torch = True  # the package's library is built against this torch's ABI
 
     def _load(self) -> Callable[..., Any]:
         import torch._inductor
@@ -248,5 +251,5 @@ def runner_for(
     if name not in allowed:
         raise InvalidInputError(f"{manifest.target} bundles run in {' or '.join(allowed)}, not in {name!r}.")
     path = contained_path(Path(bundle_dir), manifest.artifact)  # never a file outside the bundle
-    check_runs_here(manifest.device, manifest.target, str(path))
+    check_runs_here(manifest.device, str(path), same_torch=RUNTIMES[name].same_torch)
     return RUNTIMES[name](path, manifest.output_names, device=device, threads=threads, input_name=manifest.inputs[0].name)

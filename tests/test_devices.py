@@ -33,21 +33,21 @@ def test_a_cpu_build_records_the_device_it_was_validated_on(aoti_unet_bundle):
 
 
 @pytest.mark.parametrize(
-    ("record", "target", "runs"),
+    ("record", "same_torch", "runs"),
     [
-        (dataclasses.replace(H200, compiled=False), "torchscript", True),  # weights move with map_location
-        (DeviceRecord("cpu", "x86_64", None, None, torch.__version__, True), "aoti", True),
-        (DeviceRecord("cpu", "x86_64", None, None, "1.13.1", True), "aoti", False),  # another torch's ABI
-        (DeviceRecord("cpu", "x86_64", None, None, "1.13.1", False), "onnx", True),
-        (None, "aoti", True),  # format 2 bundles carry no record
+        (dataclasses.replace(H200, compiled=False), False, True),  # TorchScript: weights move with map_location
+        (DeviceRecord("cpu", "x86_64", None, None, torch.__version__, True), True, True),
+        (DeviceRecord("cpu", "x86_64", None, None, "1.13.1", True), True, False),  # an AOTI package of another torch
+        (DeviceRecord("cpu", "x86_64", None, None, "1.13.1", False), False, True),  # ONNX
+        (None, True, True),  # format 2 bundles carry no record
     ],
 )
-def test_on_the_cpu_only_a_package_of_another_torch_is_refused(record, target, runs):
+def test_on_the_cpu_only_a_package_of_another_torch_is_refused(record, same_torch, runs):
     if runs:
-        check_runs_here(record, target, "model")
+        check_runs_here(record, "model", same_torch=same_torch)
     else:
         with pytest.raises(InvalidInputError, match="compiled by torch 1.13.1, which loads in that torch only"):
-            check_runs_here(record, target, "model")
+            check_runs_here(record, "model", same_torch=same_torch)
 
 
 def test_a_package_for_another_gpu_names_both(monkeypatch):
@@ -55,13 +55,8 @@ def test_a_package_for_another_gpu_names_both(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100")
     with pytest.raises(InvalidInputError, match=r"compiled for NVIDIA H200, sm_90; this GPU is NVIDIA A100, sm_80"):
-        check_runs_here(H200, "aoti", "model.pt2")
-    check_runs_here(dataclasses.replace(H200, capability=None), "trt", "model.engine")  # --hardware-compat: any GPU
-
-
-@no_gpu
-def test_a_tensorrt_bundle_still_verifies_its_graph_on_a_cpu_machine():
-    check_runs_here(H200, "trt", "model.engine")  # verify and eval judge its graph in onnxruntime
+        check_runs_here(H200, "model.pt2", same_torch=True)
+    check_runs_here(dataclasses.replace(H200, capability=None), "model.engine")  # --hardware-compat: any GPU
 
 
 @no_gpu

@@ -136,9 +136,12 @@ def test_bundles_without_an_onnx_graph_are_refused_with_what_to_do(tmp_path, tar
         bundle_graph(Bundle(tmp_path, manifest_of(target, "model.pt2", "fp32", {})))
 
 
-@pytest.mark.parametrize(
-    ("precision", "record", "expected"),
-    [("int8", {"tensorrt": {"onnx": "model.int8.onnx"}}, "model.int8.onnx"), ("fp16", {}, "model.fp16.onnx"), ("fp32", {}, "model.onnx")],
-)
-def test_a_tensorrt_bundle_is_located_in_the_graph_its_engine_was_built_from(tmp_path, precision, record, expected):
-    assert bundle_graph(Bundle(tmp_path, manifest_of("trt", "model.engine", precision, record))) == expected
+@pytest.mark.parametrize(("precision", "graph"), [("int8", "model.int8.onnx"), ("fp16", "model.fp16.onnx"), ("fp32", "model.onnx")])
+def test_a_tensorrt_bundle_is_located_in_the_graph_its_engine_was_built_from(tmp_path, precision, graph):
+    record = {"tensorrt": {"onnx": graph}}  # every TensorRT build records the graph it parsed
+    assert bundle_graph(Bundle(tmp_path, manifest_of("trt", "model.engine", precision, record))) == graph
+
+
+def test_a_tensorrt_record_without_its_graph_is_refused(tmp_path):
+    with pytest.raises(InvalidInputError, match="needs an ONNX graph in the bundle"):
+        bundle_graph(Bundle(tmp_path, manifest_of("trt", "model.engine", "fp16", {"tensorrt": {}})))
