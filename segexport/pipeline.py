@@ -23,6 +23,7 @@ from segexport.errors import InvalidInputError, OutputError, ParityError, Segexp
 
 if TYPE_CHECKING:
     from segexport.manifest import Manifest
+    from segexport.reuse import BuildReuse
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_OPSET = 18
@@ -175,6 +176,14 @@ def constructor_arguments(cls: type, kwargs: Mapping[str, Any]) -> dict[str, Any
     return json.loads(json.dumps(args, default=repr))
 
 
+def request_model_key(req: BuildRequest) -> str:
+    """What decides the eager model of ``req`` (builds with equal keys may share it)."""
+    from segexport.arch.registry import canonical_name
+    from segexport.reuse import model_key
+
+    return model_key({"arch": canonical_name(req.arch), "kwargs": model_kwargs(req), "seed": req.seed, "checkpoint": req.checkpoint})
+
+
 def create_from_request(req: BuildRequest) -> tuple[Any, dict[str, Any]]:
     """The eager model (seeded random init, then the checkpoint) and its full constructor arguments."""
     import torch
@@ -196,11 +205,13 @@ def create_from_request(req: BuildRequest) -> tuple[Any, dict[str, Any]]:
     return model.eval(), constructor_arguments(cls, kwargs)
 
 
-def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
+def run_build(req: BuildRequest, progress: Progress | None = None, reuse: BuildReuse | None = None) -> Any:
     """Run the pipeline for ``req``; raises ParityError (exit 2 in the CLI) when validation fails.
 
     Each step's wall time is reported with its progress line and recorded in the
-    manifest's ``build.seconds``, so a slow build says where its time went.
+    manifest's ``build.seconds``, so a slow build says where its time went. Builds of the
+    same model in one process (the matrix's row worker) pass one :class:`BuildReuse` to share
+    the eager model, its references and its ONNX graph; every check still runs on each build.
     """
     say = progress or (lambda _msg: None)
     steps = BuildSteps(say)
@@ -221,8 +232,16 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
         from segexport.parity import ParityPolicy, seeded_inputs
         from segexport.prepare import output_names, prepare_for_export
 
+    key = request_model_key(req)
     with steps("model", f"resolve {req.arch} with encoder {req.encoder}"):
-        model, arguments = create_from_request(req)
+
+        def made() -> tuple[Any, dict[str, Any], Any]:
+            model, arguments = create_from_request(req)
+            return model, arguments, torch.get_rng_state()
+
+        # A shared model comes with the random state its construction left, so what follows draws as in a build alone.
+        model, arguments, rng = reuse.model(key, made) if reuse else made()
+        torch.set_rng_state(rng)
         model.check_input_shape(torch.empty(req.batch, req.in_channels, req.height, req.width, device="meta"))
     policy = ParityPolicy.for_build(
         req.precision, atol=req.atol, rtol=req.rtol, activation=arguments.get("activation"), seed=req.seed,
@@ -245,6 +264,7 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
         encoder=req.encoder,
         threads=req.threads,
         progress=say,
+        graphs=reuse.graph_store(key) if reuse else None,
     )
     target.check(spec)
 
@@ -265,10 +285,12 @@ def run_build(req: BuildRequest, progress: Progress | None = None) -> Any:
             inputs = validation_inputs(spec)
         else:
             inputs = seeded_inputs(spec.parity_shapes(), req.seed)
-        with torch.no_grad():
-            reference = [
-                {name: t.numpy() for name, t in zip(spec.output_names, _as_tuple(model(torch.from_numpy(x))))} for x in inputs
-            ]
+
+        def run_eager() -> list[dict[str, Any]]:
+            with torch.no_grad():
+                return [{name: t.numpy() for name, t in zip(spec.output_names, _as_tuple(model(torch.from_numpy(x))))} for x in inputs]
+
+        reference = reuse.reference(key, inputs, run_eager) if reuse else run_eager()
 
     with output_lock(out), _writing(out), staging_dir(out) as staging:
         with steps("export", f"export to {req.target} ({req.precision}{', dynamic' if req.dynamic else ''})"):

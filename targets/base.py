@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from segexport.calibration.sources import CalibrationConfig
     from segexport.parity import ParityReport
+    from segexport.reuse import GraphStore
 
 #: The graph input's name in every artifact, and the axes a dynamic graph leaves free.
 INPUT_NAME = "input"
@@ -79,6 +80,8 @@ class ExportSpec:
     threads: int | None = None
     #: Where long steps (an AOTI compile, the int8 fallback) report progress.
     progress: Callable[[str], None] | None = field(default=None, compare=False)
+    #: ONNX graphs already exported from this model in this process (:mod:`segexport.reuse`), or None.
+    graphs: GraphStore | None = field(default=None, compare=False)
 
     @property
     def policy(self) -> ParityPolicy:

@@ -54,7 +54,11 @@ def export_onnx(model: Any, spec: ExportSpec, path: Path) -> str:
     graph's trace warns that it turned a size into a constant, the dynamo exporter
     (torch.export) builds the graph instead. Either graph is then judged by parity.
     Ctrl-C waits for the exporters and onnx's bindings to return (:mod:`segexport.interrupts`).
+    A graph this process already exported from the same model with the same settings
+    (``spec.graphs``) is copied instead: the same bytes, checked when it was made.
     """
+    if spec.graphs is not None and (exporter := spec.graphs.fetch(spec, path)) is not None:
+        return exporter
     with deferred():
         exporter = "torchscript"
         proto = _export_traced(model, spec, path)
@@ -65,6 +69,8 @@ def export_onnx(model: Any, spec: ExportSpec, path: Path) -> str:
         make_deterministic(proto)
         save_onnx(proto, path)
     check_onnx(path, "The exported graph")
+    if spec.graphs is not None:
+        spec.graphs.keep(spec, path, exporter)
     return exporter
 
 

@@ -18,6 +18,7 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import typer
@@ -28,9 +29,10 @@ from segexport.cli.matrix import matrix
 from segexport.errors import ExportError, InvalidInputError, ParityError
 from segexport.matrix import (
     Cell,
-    CellJob,
     CellResult,
     MatrixConfig,
+    Plan,
+    RowJob,
     calib_fingerprint,
     cell_key,
     cell_text,
@@ -39,7 +41,6 @@ from segexport.matrix import (
     run_cell,
     run_cells,
     run_matrix,
-    schedule_order,
     split_names,
     threads_per_job,
 )
@@ -79,7 +80,18 @@ PLUGIN = textwrap.dedent(
             os._exit(3)
 
 
-    for name, cls in {"picky": Picky, "broken": Broken, "hang": Hang, "crash": Crash}.items():
+    class CrashWhenScripted(Unet):
+        """Exports to ONNX; kills its process when TorchScript traces it."""
+
+        def forward(self, x):
+            import torch
+
+            if torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+                os._exit(4)
+            return super().forward(x)
+
+
+    for name, cls in {"picky": Picky, "broken": Broken, "hang": Hang, "crash": Crash, "tscrash": CrashWhenScripted}.items():
         register_architecture(name, cls, overwrite=True)
     '''
 )
@@ -191,6 +203,7 @@ def test_progress_reports_done_failed_and_running_counts(small_matrix):
     assert lines[0].startswith("matrix: 9 cells (3 archs x 1 encoders x 3 target/precision); 6 decided up front")
     finished = [line for line in lines if line.startswith("[")]
     assert len(finished) == 3 and finished[-1].endswith("(done 9, failed 1, running 0)")
+    assert re.fullmatch(r"matrix: \d+\.\d min wall; the 3 cells built took \d+ s in their workers \(.*export \d+.*\)", lines[-1]), lines[-1]
 
 
 @pytest.mark.onnx
@@ -206,6 +219,28 @@ def test_hanging_cell_times_out_and_crashing_cell_is_an_error(tmp_path, plugin):
     assert crash.status == "error" and crash.reason.startswith("worker died (exit code 3)")
     assert "✗ error: timed out after 2 s" in report.markdown()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "matrix.json", "matrix.md"]  # no bundles kept
+
+
+@pytest.mark.onnx
+def test_a_rows_cells_share_one_worker_and_a_crash_costs_only_its_cell(tmp_path, plugin):
+    config = MatrixConfig(archs="tscrash", encoders="resnet18", targets="torchscript,onnx,trt", precisions="fp32,int8", height=64,
+                          width=64, arch_args={"tscrash": TINY["unet"]}, calib="random", plugins=[plugin], jobs=1, iters=0, out=tmp_path)
+    with isolated_registry():
+        report = run_matrix(config)
+    cells = {(r.cell.target, r.cell.precision): r for r in report.cells}
+    crashed, fp32, int8 = cells[("torchscript", "fp32")], cells[("onnx", "fp32")], cells[("onnx", "int8")]
+    assert crashed.status == "error" and crashed.reason.startswith("worker died (exit code 4) during 'export to torchscript")
+    assert "export to torchscript" in open(crashed.log).read()  # the cell's own log
+    assert (fp32.status, int8.status) == ("pass", "pass")  # built by a fresh worker after the crash
+    assert fp32.shared == [] and int8.shared == ["model", "onnx graph"]  # one worker for the row: one model, one export
+    trt_int8 = cells[("trt", "int8")]
+    if trt_int8.status != "n/a":  # TensorRT installed: its int8 form calibrates the same graph, so it takes the ranges too
+        assert trt_int8.status == "pass" and trt_int8.shared == ["calibration ranges", "model", "onnx graph", "reference"]
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["tscrash-resnet18-torchscript-fp32.log"]
+    seconds = json.loads((tmp_path / "matrix.json").read_text())["seconds"]  # where the time went, by build step
+    assert {"export", "validate", "reference", "other"} <= set(seconds) and seconds["export"] > 0
+    assert seconds["cells"] == pytest.approx(sum(r.cell_s for r in report.cells if r.cell_s is not None), abs=0.1)
+    assert seconds["cells"] == pytest.approx(sum(v for k, v in seconds.items() if k != "cells"), abs=0.5)
 
 
 @pytest.mark.onnx
@@ -292,7 +327,7 @@ def test_import_leaves_torch_ray_and_the_cli_out_so_help_stays_fast():
 REPORT = {"precision": "fp16", "outputs": [{"name": "mask", "max_abs": 0.31, "agreement": 0.9712}], "passed": False}
 
 
-def _fail_parity(req, progress):
+def _fail_parity(req, progress, reuse=None):
     failed = Path(req.out).with_name(Path(req.out).name + ".failed")
     failed.mkdir(parents=True)
     (failed / "report.json").write_text(json.dumps(REPORT))
@@ -300,7 +335,7 @@ def _fail_parity(req, progress):
 
 
 def _raise(exc):
-    def fake(req, progress):
+    def fake(req, progress, reuse=None):
         raise exc
 
     return fake
@@ -317,31 +352,32 @@ def _raise(exc):
 )
 def test_build_outcome_maps_to_cell_status(tmp_path, monkeypatch, fake_build, status, reason):
     monkeypatch.setattr("segexport.pipeline.run_build", fake_build)
-    job = CellJob(Cell("unet", "resnet18", "onnx", "fp16"), height=64, width=64, classes=1, arch_args=TINY["unet"], calib=None,
-                  checkpoint=None, plugins=(), threads=1, iters=0, bundle_dir=str(tmp_path / "b"))
-    result = run_cell(job)
+    cell = Cell("unet", "resnet18", "onnx", "fp16")
+    job = RowJob((cell,), height=64, width=64, classes=1, arch_args=TINY["unet"], calib=None, checkpoint=None, plugins=(),
+                 threads=1, iters=0, bundle_root=str(tmp_path / "b"), log_dir=str(tmp_path / "logs"))
+    result = run_cell(job, cell)
     assert (result.status, result.reason, result.stage) == (status, reason, "build")
     assert (result.parity == REPORT) == (status == "fail")
 
 
 class FakeExecutor:
-    """One cell at a time; the picky row's model refuses its encoder, everything else errors."""
+    """One group at a time; the picky row's model refuses its encoder, everything else errors."""
 
-    jobs, threads = 1, 1
+    jobs, threads, gpu_apart = 1, 1, True
 
     def __init__(self):
-        self.started: list[Cell] = []
+        self.started: list[tuple[Cell, ...]] = []
         self.running: list[Cell] = []
 
-    def fits(self, cell):
+    def fits(self, cells):
         return not self.running
 
     def busy(self):
         return len(self.running)
 
-    def start(self, cell):
-        self.started.append(cell)
-        self.running.append(cell)
+    def start(self, cells):
+        self.started.append(tuple(cells))
+        self.running.extend(cells)
 
     def poll(self):
         done, self.running = self.running, []
@@ -350,13 +386,30 @@ class FakeExecutor:
 
 
 def test_refused_encoder_answers_its_whole_row_without_more_workers():
-    cells = [Cell(a, "resnet18", "onnx", p) for a in ("picky", "unet") for p in ("fp32", "int8")]
+    picky_fp32, picky_int8, unet_fp32, unet_int8 = (Cell(a, "resnet18", "onnx", p) for a in ("picky", "unet") for p in ("fp32", "int8"))
     executor = FakeExecutor()
     results: dict[Cell, CellResult] = {}
-    run_cells(schedule_order(cells), executor, results, lambda r: results.__setitem__(r.cell, r), lambda _m: None)
-    assert [c.label() for c in executor.started] == ["picky/resnet18 onnx fp32", "unet/resnet18 onnx fp32", "unet/resnet18 onnx int8"]
-    int8 = results[cells[1]]
+    groups = [(picky_fp32,), (unet_fp32, unet_int8), (picky_int8,)]  # a row split in two groups (as by GPU use)
+    run_cells(groups, executor, results, lambda r: results.__setitem__(r.cell, r), lambda _m: None)
+    assert executor.started == [(picky_fp32,), (unet_fp32, unet_int8)]
+    int8 = results[picky_int8]
     assert (int8.status, int8.reason, int8.decided_by) == ("n/a", "Picky takes mit_b0 only", "picky-resnet18-onnx-fp32")
+
+
+def test_planner_groups_a_rows_cells_for_one_worker_with_its_gpu_cells_apart_when_asked():
+    plan = SimpleNamespace(uses_gpu=lambda c: c.target == "trt")
+    cells = [Cell(a, "resnet18", t, p) for a in ("unet", "fpn") for t in ("onnx", "trt") for p in ("fp32", "int8")]
+    assert [[c.id for c in g] for g in Plan.groups(plan, cells)] == [
+        ["unet-resnet18-onnx-fp32", "unet-resnet18-onnx-int8", "unet-resnet18-trt-fp32", "unet-resnet18-trt-int8"],
+        ["fpn-resnet18-onnx-fp32", "fpn-resnet18-onnx-int8", "fpn-resnet18-trt-fp32", "fpn-resnet18-trt-int8"],
+    ]  # fmt: skip
+    groups = Plan.groups(plan, cells, gpu_apart=True)
+    assert [[c.id for c in g] for g in groups] == [
+        ["unet-resnet18-onnx-fp32", "unet-resnet18-onnx-int8"], ["unet-resnet18-trt-fp32", "unet-resnet18-trt-int8"],
+        ["fpn-resnet18-onnx-fp32", "fpn-resnet18-onnx-int8"], ["fpn-resnet18-trt-fp32", "fpn-resnet18-trt-int8"],
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="one row"):
+        RowJob((cells[0], cells[4]), 64, 64, 1, {}, None, None, (), 1, 0, "b", "logs")
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,11 @@ class CellResult:
     decided_by: str | None = None
     #: The Ray node that built the cell (None for local workers).
     node: str | None = None
+    #: What the cell took from earlier cells of its row's worker instead of making it (model, reference, onnx graph).
+    shared: list[str] = field(default_factory=list)
+    #: Seconds of each build step (the manifest's ``build.seconds``) of a passing cell, and of its timing.
+    seconds: dict[str, float] | None = None
+    bench_s: float | None = None
 
     @property
     def mask_parity(self) -> dict[str, Any] | None:
@@ -139,7 +144,7 @@ class MatrixConfig:
     arch_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Modules or .py files imported first, in the parent and in every worker (custom architectures, encoders).
     plugins: Sequence[str] = ()
-    #: Cells built at once; None fits the machine (local workers) or the cluster (Ray).
+    #: Workers at once (each builds one cell at a time); None fits the machine (local workers) or the cluster (Ray).
     jobs: int | None = None
     timeout: float = DEFAULT_TIMEOUT_S
     #: Timed runs of each passing bundle in its runtime (0 skips timing).
@@ -154,10 +159,14 @@ class MatrixConfig:
 
 
 @dataclass(frozen=True)
-class CellJob:
-    """Everything one worker needs to build one cell; travels as JSON (local) or pickled (Ray)."""
+class RowJob:
+    """Cells of one row that one worker builds in turn; travels as JSON (local) or pickled (Ray).
 
-    cell: Cell
+    The worker constructs the row's model once and shares it, its eager references and its
+    fp32 ONNX graph among the cells (:mod:`segexport.reuse`); each cell is still a full build.
+    """
+
+    cells: tuple[Cell, ...]
     height: int
     width: int
     classes: int
@@ -170,17 +179,36 @@ class CellJob:
     plugins: tuple[str, ...]
     threads: int
     iters: int
-    bundle_dir: str
+    #: Each cell's bundle goes to ``<bundle_root>/<cell id>``.
+    bundle_root: str
+    #: Each cell's output (stdout and stderr, compiler sub-processes too) goes to ``<log_dir>/<cell id>.log``.
+    log_dir: str
     #: The supervising process; the worker exits when it is gone.
     parent_pid: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.cells or len({c.row for c in self.cells}) != 1:
+            raise ValueError(f"a RowJob holds cells of one row; got {[c.id for c in self.cells]}")
+
+    @property
+    def id(self) -> str:
+        """The first cell's id, ``+N`` for the N cells after it: ``unet-resnet34-onnx-fp32+6``."""
+        first = self.cells[0].id
+        return first if len(self.cells) == 1 else f"{first}+{len(self.cells) - 1}"
+
+    def bundle_dir(self, cell: Cell) -> Path:
+        return Path(self.bundle_root) / cell.id
+
+    def log_path(self, cell: Cell) -> Path:
+        return Path(self.log_dir) / f"{cell.id}.log"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=repr)
 
     @classmethod
-    def from_json(cls, text: str) -> CellJob:
+    def from_json(cls, text: str) -> RowJob:
         data = json.loads(text)
-        return cls(**{**data, "cell": Cell(**data["cell"]), "plugins": tuple(data["plugins"])})
+        return cls(**{**data, "cells": tuple(Cell(**c) for c in data["cells"]), "plugins": tuple(data["plugins"])})
 
 
 @dataclass
@@ -202,6 +230,19 @@ class MatrixReport:
     def summary(self) -> dict[str, int]:
         return {status: sum(r.status == status for r in self.cells) for status in STATUSES}
 
+    def time_by_step(self) -> dict[str, float]:
+        """Worker seconds of the cells this run built, summed by build step (largest first), "timing",
+        "other" (worker start-up, the construction probe, failed builds) and their total, "cells"."""
+        built = [r for r in self.cells if r.cell_s is not None and not r.resumed]
+        steps: dict[str, float] = {}
+        for r in built:
+            for name, seconds in {**(r.seconds or {}), "timing": r.bench_s or 0.0}.items():
+                steps[name] = steps.get(name, 0.0) + seconds
+        total = sum(r.cell_s or 0.0 for r in built)
+        steps["other"] = max(0.0, total - sum(steps.values()))
+        ordered = dict(sorted(steps.items(), key=lambda kv: -kv[1]))
+        return {name: round(seconds, 1) for name, seconds in {**ordered, "cells": total}.items()}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": "segexport-matrix",
@@ -215,6 +256,7 @@ class MatrixReport:
             "encoders": self.encoders,
             "columns": [list(c) for c in self.columns],
             "summary": self.summary(),
+            "seconds": self.time_by_step(),
             "cells": [r.to_dict() for r in self.cells],
         }
 

@@ -20,7 +20,7 @@ from segexport.bundle import sha256_file
 from segexport.checks import check_int
 from segexport.errors import InvalidInputError, closest, unknown
 from segexport.matrix.fingerprints import calib_fingerprint, cell_key, tool_versions
-from segexport.matrix.model import Cell, CellJob, CellResult, MatrixConfig
+from segexport.matrix.model import Cell, CellResult, MatrixConfig, RowJob
 from segexport.matrix.plugins import is_file_plugin, load_plugins, plugins_fingerprint
 from segexport.matrix.report import one_line
 from segexport.pipeline import PRECISIONS
@@ -66,23 +66,33 @@ class Plan:
         """Whether the cell runs CUDA when a GPU is there (a Ray task for it asks for one)."""
         return self.targets[cell.target].devices.get(cell.precision) == "cuda"
 
-    def job(self, cell: Cell, threads: int, bundle_dir: Path, parent_pid: int | None = None) -> CellJob:
-        """The worker's job for ``cell``, with paths as they are on this machine."""
+    def job(self, cells: Sequence[Cell], threads: int, bundle_root: Path, log_dir: Path, parent_pid: int | None = None) -> RowJob:
+        """The worker's job for ``cells`` (one row), with paths as they are on this machine."""
         config = self.config
-        return CellJob(
-            cell=cell,
+        row = cells[0].row
+        return RowJob(
+            cells=tuple(cells),
             height=config.height,
             width=config.width,
             classes=config.classes,
-            arch_args=dict(self.arch_args[cell.arch]),
+            arch_args=dict(self.arch_args[row[0]]),
             calib=config.calib,
-            checkpoint=str(self.checkpoints[cell.row].resolve()) if cell.row in self.checkpoints else None,
+            checkpoint=str(self.checkpoints[row].resolve()) if row in self.checkpoints else None,
             plugins=tuple(str(Path(p).resolve()) if is_file_plugin(p) else p for p in config.plugins),
             threads=threads,
             iters=config.iters,
-            bundle_dir=str(bundle_dir.resolve()),
+            bundle_root=str(bundle_root.resolve()),
+            log_dir=str(log_dir.resolve()),
             parent_pid=parent_pid,
         )
+
+    def groups(self, cells: Sequence[Cell], gpu_apart: bool = False) -> list[tuple[Cell, ...]]:
+        """``cells`` as the jobs of row workers: a row's cells together, in table order; with
+        ``gpu_apart`` the cells that use a GPU form their own group (a Ray task for them asks for one)."""
+        grouped: dict[tuple[tuple[str, str], bool], list[Cell]] = {}
+        for cell in cells:
+            grouped.setdefault((cell.row, gpu_apart and self.uses_gpu(cell)), []).append(cell)
+        return [tuple(group) for group in grouped.values()]
 
 
 def split_names(value: str | Sequence[str] | None) -> list[str] | None:
@@ -241,15 +251,6 @@ def precheck(cell: Cell, info: TargetInfo, arch_cls: type, calib: str | None) ->
     if cell.precision == "int8" and not calib:
         return CellResult(cell, "n/a", "int8 needs --calib", stage="plan")
     return None
-
-
-def schedule_order(cells: Sequence[Cell]) -> list[Cell]:
-    """Column-major order: the first cell of every row runs before the second of any row,
-    so a row whose model refuses the encoder is found early and its other cells skipped."""
-    columns = list(dict.fromkeys(c.column for c in cells))
-    rows = list(dict.fromkeys(c.row for c in cells))
-    by = {(c.row, c.column): c for c in cells}
-    return [by[(r, col)] for col in columns for r in rows if (r, col) in by]
 
 
 def plan_matrix(config: MatrixConfig) -> Plan:

@@ -1,20 +1,22 @@
 """Cells as Ray tasks: ``segexport matrix --ray [ADDRESS]``.
 
-Each cell is one Ray task that supervises an ordinary worker process on the node Ray
-picks (:class:`~segexport.matrix.local.LocalWorker`: the same timeout, stack dump,
-process-group kill and crash reports as on one machine). Nothing assumes a shared disk:
+Each row's group of cells is one Ray task that supervises ordinary worker processes on the
+node Ray picks (:class:`~segexport.matrix.local.RowRun`: the same per-cell timeout, stack
+dump, process-group kill, crash reports and fresh worker for the cells after a crash as on
+one machine). Nothing assumes a shared disk:
 the row's weights, the calibration set (int8 cells) and plugin files travel to the node
 through Ray's object store, and the cell's log (failed cells) and, with
 ``--keep-bundles``, its bundle come back as bytes that the driver writes under ``--out``.
 
-Resources: a task asks for ``threads`` CPUs, plus one GPU for cells that run CUDA when a
-GPU is there (TensorRT, fp16 TorchScript) if the cluster has any; on a cluster without
+Resources: a task asks for ``threads`` CPUs; on a cluster with GPUs, a row's cells that run
+CUDA when a GPU is there (TensorRT, fp16 TorchScript) are a task of their own that also asks for one; on a cluster without
 GPUs those cells run on CPUs and answer as on a CPU-only machine. The driver starts no
 more tasks than the cluster's nodes have room for, so a task starts when it is submitted.
 
-A task that fails as a whole (its Ray worker killed, its node lost) is that cell's error;
-so is one that gives no answer long after the cell's own timeout (it is cancelled), and
-one from a node whose tool versions differ from this machine's (the table names one set).
+A task that fails as a whole (its Ray worker killed, its node lost) is an error for each of
+its cells; so is one that gives no answer long after its cells' own timeouts (it is
+cancelled), and one from a node whose tool versions differ from this machine's (the table
+names one set).
 """
 
 from __future__ import annotations
@@ -25,15 +27,15 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from segexport.errors import InvalidInputError
 from segexport.matrix.fingerprints import tool_versions
-from segexport.matrix.local import POLL_S, THREADS_PER_WORKER, LocalWorker
-from segexport.matrix.model import STARTUP_TIMEOUT_S, Cell, CellJob, CellResult, RaySettings
+from segexport.matrix.local import POLL_S, THREADS_PER_WORKER, RowRun
+from segexport.matrix.model import STARTUP_TIMEOUT_S, Cell, CellResult, RaySettings, RowJob
 from segexport.matrix.plan import Plan
 from segexport.matrix.plugins import is_file_plugin
 from segexport.matrix.report import one_line
@@ -71,8 +73,8 @@ def _plugin_path(index: int, plugin: str) -> str:
     return f"plugins/{index}/{Path(plugin).name}"
 
 
-def build_on_node(job: CellJob, inputs: NodeInputs, timeout: float, ship_bundle: bool) -> CellReturn:
-    """The Ray task: write the inputs, run one worker for ``job`` to its end, pack what goes back."""
+def build_on_node(job: RowJob, inputs: NodeInputs, timeout: float, ship_bundle: bool) -> list[CellReturn]:
+    """The Ray task: write the inputs, run ``job``'s cells to their end, pack what goes back for each."""
     import ray
 
     with tempfile.TemporaryDirectory(prefix="segexport-matrix-") as tmp:
@@ -86,29 +88,37 @@ def build_on_node(job: CellJob, inputs: NodeInputs, timeout: float, ship_bundle:
             checkpoint=str(root / inputs.checkpoint) if inputs.checkpoint else None,
             calib=str(root / inputs.calib) if inputs.calib else job.calib,
             plugins=tuple(str(root / _plugin_path(i, p)) if is_file_plugin(p) else p for i, p in enumerate(job.plugins)),
-            bundle_dir=str(root / "bundles" / job.cell.id),
+            bundle_root=str(root / "bundles"),
+            log_dir=str(root / "logs"),
             parent_pid=os.getpid(),
         )
-        worker = LocalWorker.start(job, root, root / "logs" / f"{job.cell.id}.log")
+        run = RowRun(job, root)
+        results: list[CellResult] = []
         try:
-            while (result := worker.check(timeout)) is None:
+            while not run.finished:
+                results += run.check(timeout)
                 time.sleep(POLL_S)
         finally:
-            worker.kill()  # also on ray.cancel: the KeyboardInterrupt lands in the loop above
-        log = worker.log_path.read_text(errors="replace") if result.status not in ("pass", "n/a") else None
-        bundle, name = None, None
-        built = Path(job.bundle_dir)
-        source = built if result.status == "pass" else built.with_name(built.name + ".failed")
-        if ship_bundle and result.status in ("pass", "fail") and source.is_dir():
-            bundle = {str(p.relative_to(source)): p.read_bytes() for p in sorted(source.rglob("*")) if p.is_file() and not p.is_symlink()}
-            name = source.name
-        result.bundle = None
-        return CellReturn(result, socket.gethostname(), tool_versions(), log, bundle, name)
+            run.kill()  # also on ray.cancel: the KeyboardInterrupt lands in the loop above
+        node, versions = socket.gethostname(), tool_versions()
+        back = []
+        for result in results:
+            log_path = job.log_path(result.cell)
+            log = log_path.read_text(errors="replace") if result.status not in ("pass", "n/a") and log_path.exists() else None
+            bundle, name = None, None
+            built = job.bundle_dir(result.cell)
+            source = built if result.status == "pass" else built.with_name(built.name + ".failed")
+            if ship_bundle and result.status in ("pass", "fail") and source.is_dir():
+                bundle = {str(p.relative_to(source)): p.read_bytes() for p in sorted(source.rglob("*")) if p.is_file() and not p.is_symlink()}
+                name = source.name
+            result.bundle = None
+            back.append(CellReturn(result, node, versions, log, bundle, name))
+        return back
 
 
 @dataclass
 class _Task:
-    cell: Cell
+    cells: tuple[Cell, ...]
     gpu: bool
     submitted: float
 
@@ -123,12 +133,12 @@ class RayExecutor:
         node_cpus = [int(n["Resources"]["CPU"]) for n in nodes] or [int(self.ray.cluster_resources().get("CPU", 1))]
         self.nodes, self.cpus = len(node_cpus), sum(node_cpus)
         self.gpus = int(self.ray.cluster_resources().get("GPU", 0))
+        self.gpu_apart = self.gpus > 0  # a row's GPU cells are a task that asks for a GPU, its other cells one that does not
         jobs = plan.config.jobs
         self.threads = max(1, min(max(node_cpus), self.cpus // jobs)) if jobs else min(THREADS_PER_WORKER, max(node_cpus))
         slots = sum(c // self.threads for c in node_cpus)
         self.jobs = max(1, min(jobs, slots) if jobs else slots)
         self.timeout = plan.config.timeout
-        self.backstop = 2 * (STARTUP_TIMEOUT_S + self.timeout) + BACKSTOP_GRACE_S
         self.running: dict[Any, _Task] = {}
         self._remote = self.ray.remote(max_retries=0)(build_on_node)
         self._refs: dict[Path, Any] = {}
@@ -159,32 +169,36 @@ class RayExecutor:
     def settings(self) -> dict[str, object]:
         return {"executor": "ray", "ray_address": self.where.address, "ray_nodes": self.nodes, "ray_cpus": self.cpus, "ray_gpus": self.gpus}
 
-    def fits(self, cell: Cell) -> bool:
+    def fits(self, cells: Sequence[Cell]) -> bool:
         if len(self.running) >= self.jobs:
             return False
-        gpu = self.plan.uses_gpu(cell) and self.gpus > 0
+        gpu = self._uses_gpu(cells)
         return not gpu or sum(t.gpu for t in self.running.values()) < self.gpus
+
+    def _uses_gpu(self, cells: Sequence[Cell]) -> bool:
+        return self.gpus > 0 and any(self.plan.uses_gpu(c) for c in cells)
 
     def busy(self) -> int:
         return len(self.running)
 
-    def start(self, cell: Cell) -> None:
-        job = self.plan.job(cell, self.threads, Path(cell.id))  # the node roots every path in its scratch folder
+    def start(self, cells: Sequence[Cell]) -> None:
+        row = cells[0].row
+        job = self.plan.job(cells, self.threads, Path("bundles"), Path("logs"))  # the node roots every path in its scratch folder
         files: dict[str, Any] = dict(self._plugin_files)
         checkpoint = None
-        if cell.row in self.plan.checkpoints:
-            path = self.plan.checkpoints[cell.row]
+        if row in self.plan.checkpoints:
+            path = self.plan.checkpoints[row]
             checkpoint = f"weights/{path.name}"
             files[checkpoint] = self._put(path)
         calib = None
-        if cell.precision == "int8":
+        if any(c.precision == "int8" for c in cells):
             calib, calib_files = self._calib_files
             files.update(calib_files)
-        gpu = self.plan.uses_gpu(cell) and self.gpus > 0
-        ref = self._remote.options(num_cpus=self.threads, num_gpus=1 if gpu else 0, name=f"segexport-matrix {cell.id}").remote(
+        gpu = self._uses_gpu(cells)
+        ref = self._remote.options(num_cpus=self.threads, num_gpus=1 if gpu else 0, name=f"segexport-matrix {job.id}").remote(
             job, NodeInputs(files, checkpoint, calib), self.timeout, self.plan.config.keep_bundles
         )
-        self.running[ref] = _Task(cell, gpu, time.monotonic())
+        self.running[ref] = _Task(tuple(cells), gpu, time.monotonic())
 
     def poll(self) -> list[CellResult]:
         if not self.running:
@@ -196,30 +210,39 @@ class RayExecutor:
         for ref in refs:
             task = self.running[ref]
             if ref in ready:
-                done.append(self._collect(ref, task))
-            elif time.monotonic() - task.submitted > self.backstop:
+                done += self._collect(ref, task)
+            elif time.monotonic() - task.submitted > self._backstop(task):
                 self.ray.cancel(ref, force=True)
-                reason = f"no answer from its Ray task within {self.backstop:g} s (the node enforces --timeout; the task itself is stuck); cancelled"
-                done.append(CellResult(task.cell, "error", reason, stage="worker"))
+                reason = f"no answer from its Ray task within {self._backstop(task):g} s (the node enforces --timeout; the task itself is stuck); cancelled"
+                done += [CellResult(cell, "error", reason, stage="worker") for cell in task.cells]
             else:
                 continue
             del self.running[ref]
         return done
 
-    def _collect(self, ref: Any, task: _Task) -> CellResult:
+    def _backstop(self, task: _Task) -> float:
+        """How long the driver waits for a task: each cell's timeout, and start-up for each worker it may need."""
+        return 2 * (STARTUP_TIMEOUT_S + self.timeout) * len(task.cells) + BACKSTOP_GRACE_S
+
+    def _collect(self, ref: Any, task: _Task) -> list[CellResult]:
         try:
-            back: CellReturn = self.ray.get(ref)
+            returns: list[CellReturn] = self.ray.get(ref)
         except Exception as exc:  # RayError (worker or node died, cancelled) and anything raised inside the task
             cause = getattr(exc, "cause", None)
-            return CellResult(task.cell, "error", f"Ray task failed: {one_line(cause if isinstance(cause, BaseException) else exc)}", stage="worker")
+            reason = f"Ray task failed: {one_line(cause if isinstance(cause, BaseException) else exc)}"
+            return [CellResult(cell, "error", reason, stage="worker") for cell in task.cells]
+        return [self._receive(back) for back in returns]
+
+    def _receive(self, back: CellReturn) -> CellResult:
         result = back.result
+        cell = result.cell
         result.node = back.node
         differ = [f"{k} {v}" + f" (this machine {self.plan.versions.get(k)})" for k, v in back.versions.items() if v != self.plan.versions.get(k)]
         if differ:
             reason = f"node {back.node} runs {', '.join(differ)}: install the same versions on every node"
-            result = CellResult(task.cell, "error", reason, stage="worker", cell_s=result.cell_s, threads=result.threads, node=back.node)
+            result = CellResult(cell, "error", reason, stage="worker", cell_s=result.cell_s, threads=result.threads, node=back.node)
         if back.log is not None:
-            log = self.out / "logs" / f"{task.cell.id}.log"
+            log = self.out / "logs" / f"{cell.id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(back.log)
             result.log = str(log)

@@ -82,6 +82,14 @@ def format_markdown(report: MatrixReport) -> str:
     return "\n".join(lines)
 
 
+def time_text(report: MatrixReport) -> str:
+    """Where the run's time went, on one line: wall time, then the worker seconds of the cells built, by build step."""
+    steps = report.time_by_step()
+    parts = ", ".join(f"{name} {seconds:.0f}" for name, seconds in steps.items() if name != "cells" and seconds >= 0.5)
+    built = sum(r.cell_s is not None and not r.resumed for r in report.cells)
+    return f"matrix: {report.wall_s / 60:.1f} min wall; the {built} cells built took {steps['cells']:.0f} s in their workers ({parts})"
+
+
 def _legend(report: MatrixReport) -> str:
     s = report.settings
     trained = s.get("checkpoints") or {}

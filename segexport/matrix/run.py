@@ -18,52 +18,56 @@ from typing import Protocol
 
 from segexport.atomic import write_atomic
 from segexport.matrix.model import BENCH_BUDGET_S, BENCH_WARMUP, JSON_NAME, MARKDOWN_NAME, Cell, CellResult, MatrixConfig, MatrixReport, Progress
-from segexport.matrix.plan import Plan, plan_matrix, precheck, schedule_order
-from segexport.matrix.report import one_line, progress_text
+from segexport.matrix.plan import Plan, plan_matrix, precheck
+from segexport.matrix.report import one_line, progress_text, time_text
 
 
 class Executor(Protocol):
-    """Where cells run. ``poll`` waits briefly and returns the cells finished since the last call,
-    with ``cell_s``, ``threads``, ``log`` and ``bundle`` already as they are on this machine."""
+    """Where cells run, a row's group of cells per worker. ``poll`` waits briefly and returns the
+    cells finished since the last call, with ``cell_s``, ``threads``, ``log`` and ``bundle``
+    already as they are on this machine."""
 
     jobs: int
     threads: int
+    #: Whether a row's GPU cells go to a worker of their own (one that asks for a GPU).
+    gpu_apart: bool
 
     def describe(self) -> str: ...
 
     def settings(self) -> dict[str, object]: ...
 
-    def fits(self, cell: Cell) -> bool: ...
+    def fits(self, cells: Sequence[Cell]) -> bool: ...
 
     def busy(self) -> int: ...
 
-    def start(self, cell: Cell) -> None: ...
+    def start(self, cells: Sequence[Cell]) -> None: ...
 
     def poll(self) -> list[CellResult]: ...
 
     def close(self) -> None: ...
 
 
-def run_cells(order: Sequence[Cell], executor: Executor, results: dict[Cell, CellResult],
+def run_cells(groups: Sequence[Sequence[Cell]], executor: Executor, results: dict[Cell, CellResult],
               record: Callable[[CellResult], None], say: Progress) -> None:
-    """Start cells in ``order`` as the executor has room, record each result as it comes.
+    """Start the groups (each a row's cells, for one worker) as the executor has room, record each result as it comes.
 
     When a model refuses its encoder (an ``n/a`` from the construction probe), no target or
-    precision changes that: the row's cells still pending are answered without a worker.
+    precision changes that: the row's cells in groups still pending are answered without a worker.
     """
-    pending = list(order)
+    pending = [tuple(g) for g in groups]
     while pending or executor.busy():
-        for cell in list(pending):
-            if cell in results:  # a row-level n/a answered it meanwhile
-                pending.remove(cell)
-            elif executor.fits(cell):
-                pending.remove(cell)
-                executor.start(cell)
-                say(f"  start {cell.label()}")
+        for group in list(pending):
+            left = tuple(c for c in group if c not in results)  # a row-level n/a may have answered some
+            if not left:
+                pending.remove(group)
+            elif executor.fits(left):
+                pending.remove(group)
+                executor.start(left)
+                say(f"  start {left[0].label()}" + (f" and {len(left) - 1} more of its row" if len(left) > 1 else ""))
         for result in executor.poll():
             record(result)
             if result.status == "n/a" and result.stage == "model":
-                for other in [c for c in pending if c.row == result.cell.row and c not in results]:
+                for other in [c for g in pending for c in g if c.row == result.cell.row and c not in results]:
                     record(CellResult(other, "n/a", result.reason, stage="model", decided_by=result.cell.id))
 
 
@@ -148,7 +152,7 @@ def _run(plan: Plan, executor: Executor, out: Path, say: Progress, started: floa
         f"{executor.describe()}, timeout {config.timeout:g} s"
     )
     try:
-        run_cells(schedule_order(todo), executor, results, record, say)
+        run_cells(plan.groups(todo, executor.gpu_apart), executor, results, record, say)
         report.complete = True
     finally:
         executor.close()
@@ -157,6 +161,7 @@ def _run(plan: Plan, executor: Executor, out: Path, say: Progress, started: floa
             (out / "logs").rmdir()  # only when empty: no cell failed
     report.cells = [results[c] for c in plan.cells]
     save()
+    say(time_text(report))
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(report.markdown() + "\n")
     return report

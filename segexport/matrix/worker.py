@@ -1,11 +1,21 @@
-"""One cell, built in this process: ``python -m segexport.matrix --worker JOB RESULT``.
+"""A row's cells, built in this process: ``python -m segexport.matrix --worker JOB RESULTS``.
 
-The cell is one ordinary build through :func:`segexport.pipeline.run_build` (no
-shortcut), then a short timing of the bundle in its own runtime. Before exporting, the
-model is constructed (on the meta device where the constructor allows it), so an
-encoder the architecture refuses or a size it cannot take answers ``n/a`` in seconds;
-that answer holds for the whole row. Any other InvalidInputError from the build (e.g. a
-target refusing fp16 on a machine that cannot validate it) is ``n/a`` too.
+Each cell is one ordinary build through :func:`segexport.pipeline.run_build` (no
+shortcut), then a short timing of the bundle in its own runtime. The cells of a row are
+built one after another and share one :class:`~segexport.reuse.BuildReuse`: the model is
+constructed and its weights loaded once, eager PyTorch runs once per set of judged
+inputs, and the fp32 ONNX graph is exported once for the targets that start from it.
+Between cells dynamo's caches are reset, and each cell's output goes to its own log.
+
+Before the first build, the model is constructed (on the meta device where the
+constructor allows it), so an encoder the architecture refuses or a size it cannot take
+answers ``n/a`` in seconds; that answer holds for the whole row. Any other
+InvalidInputError from a build (e.g. a target refusing fp16 on a machine that cannot
+validate it) is ``n/a`` too.
+
+For the supervisor (:mod:`~segexport.matrix.local`): ``<RESULTS>/<cell id>.started``
+appears when a cell starts, ``<RESULTS>/<cell id>.json`` when it ends, and
+``<RESULTS>/ready`` once the imports are done.
 """
 
 from __future__ import annotations
@@ -16,34 +26,43 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segexport.atomic import write_atomic
 from segexport.errors import InvalidInputError
-from segexport.matrix.model import BENCH_BUDGET_S, BENCH_WARMUP, CellJob, CellResult, Progress
+from segexport.matrix.model import BENCH_BUDGET_S, BENCH_WARMUP, Cell, CellResult, Progress, RowJob
 from segexport.matrix.plugins import load_plugins
 from segexport.matrix.report import one_line
 from segexport.resources import peak_rss_mib
 
-#: Lines of the worker's log that name the step it is in (the supervisor quotes the last on a timeout).
+if TYPE_CHECKING:
+    from segexport.reuse import BuildReuse
+
+#: Lines of a cell's log that name the step it is in (the supervisor quotes the last on a timeout).
 STEP_PREFIX = "segexport-matrix step"
-#: The worker touches ``<result>.ready`` once its imports are done: the cell's timeout starts then.
-READY_SUFFIX = ".ready"
+#: Files the worker writes in its results folder (see the module docstring).
+READY_NAME = "ready"
+STARTED_SUFFIX = ".started"
+RESULT_SUFFIX = ".json"
 
 
-def run_cell(job: CellJob, say: Progress | None = None) -> CellResult:
-    """Build one cell in this process and return its result (runs inside a worker)."""
+def run_cell(job: RowJob, cell: Cell, say: Progress | None = None, reuse: BuildReuse | None = None,
+             probe: bool = True) -> CellResult:  # fmt: skip
+    """Build one cell of ``job`` in this process and return its result (runs inside a worker).
+
+    ``probe`` first constructs the model to answer a refused encoder in seconds (the row's
+    first cell does it; its answer stands for the row).
+    """
     import traceback
 
     from segexport.errors import ParityError
     from segexport.pipeline import BuildRequest, run_build
 
     tell = say or (lambda _msg: None)
-    cell = job.cell
-    out = Path(job.bundle_dir)
+    out = job.bundle_dir(cell)
     req = BuildRequest(
         arch=cell.arch,
         encoder=cell.encoder,
@@ -58,9 +77,12 @@ def run_cell(job: CellJob, say: Progress | None = None) -> CellResult:
         threads=job.threads,
         out=out,
         force=True,
+        # int8 cells of a row share one range cache: the onnxruntime and TensorRT forms calibrate the same fp32 graph.
+        target_options={"calib_cache": str(reuse.folder() / "calib.json")} if reuse is not None and cell.precision == "int8" else None,
     )
     start = time.perf_counter()
     result = CellResult(cell, "error", stage="build")
+    hits_before = dict(reuse.hits) if reuse is not None else {}
 
     def step(msg: str) -> None:
         result.steps.append([round(time.perf_counter() - start, 2), msg])
@@ -70,16 +92,19 @@ def run_cell(job: CellJob, say: Progress | None = None) -> CellResult:
         result.status, result.reason, result.stage = status, reason, stage
         for name, value in figures.items():
             setattr(result, name, value)
+        if reuse is not None:
+            result.shared = sorted(k for k, n in reuse.hits.items() if n > hits_before.get(k, 0))
         result.peak_rss_mib = round(peak_rss_mib(), 1)
         return result
 
+    if probe:
+        try:
+            step("probe: construct the model, check the input size")
+            probe_model(req)
+        except InvalidInputError as exc:
+            return ended("n/a", one_line(exc), stage="model")
     try:
-        step("probe: construct the model, check the input size")
-        probe_model(req)
-    except InvalidInputError as exc:
-        return ended("n/a", one_line(exc), stage="model")
-    try:
-        bundle = run_build(req, step)
+        bundle = run_build(req, step, reuse)
     except InvalidInputError as exc:
         return ended("n/a", one_line(exc))
     except ParityError as exc:
@@ -92,14 +117,19 @@ def run_cell(job: CellJob, say: Progress | None = None) -> CellResult:
         return ended("error", one_line(exc))
     result.parity, result.bundle = bundle.manifest.parity.to_dict(), str(bundle.path)
     result.build_s = round(time.perf_counter() - start, 2)
+    result.seconds = dict(bundle.manifest.build.get("seconds", {}))
+    if reuse is not None and bundle.manifest.export.details.get("calibration", {}).get("cache", {}).get("hit"):
+        reuse.hits["calibration ranges"] += 1  # the cache is the row's (see target_options above)
     if job.iters > 0:
         device = "cuda" if cell.target == "trt" else "cpu"
         result.bench_device = device
         step(f"time up to {job.iters} runs on {device}")
+        timing = time.perf_counter()
         try:
             result.latency_ms = time_bundle(bundle, device, job.threads, job.iters)
         except Exception as exc:  # timing is a bonus: the cell still passed
             result.bench_error = one_line(exc)
+        result.bench_s = round(time.perf_counter() - timing, 2)
     return ended("pass", None)
 
 
@@ -183,13 +213,63 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so sub-processes and
+    faulthandler too) to ``path`` while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
+
+
+def build_row(job: RowJob, results: Path, say: Callable[[str], None]) -> None:
+    """Build ``job``'s cells in turn, one reuse shared by all, each result written as it ends.
+
+    A refused encoder (the first cell's probe) answers every cell of the row without a build.
+    """
+    import torch
+
+    from segexport.reuse import BuildReuse
+
+    reuse = BuildReuse()
+    decided: CellResult | None = None
+    try:
+        for index, cell in enumerate(job.cells):
+            (results / f"{cell.id}{STARTED_SUFFIX}").touch()
+            with output_to(job.log_path(cell)):
+                say(f"cell {cell.label()}")
+                if decided is not None:
+                    result = CellResult(cell, "n/a", decided.reason, stage="model", decided_by=decided.cell.id)
+                else:
+                    result = run_cell(job, cell, say, reuse, probe=index == 0)
+                    if result.status == "n/a" and result.stage == "model":
+                        decided = result
+                torch._dynamo.reset()  # nothing compiled for one cell stays in the process for the next
+            write_atomic(results / f"{cell.id}{RESULT_SUFFIX}", json.dumps(result.to_dict(), default=repr))
+    finally:
+        reuse.close()
+
+
 def worker_main(argv: Sequence[str]) -> int:
-    """``python -m segexport.matrix --worker JOB RESULT``: build one cell, write its result JSON."""
+    """``python -m segexport.matrix --worker JOB RESULTS``: build a row's cells, a result JSON each."""
     import faulthandler
 
-    job_path, result_path = Path(argv[0]), Path(argv[1])
-    job = CellJob.from_json(job_path.read_text())
-    faulthandler.enable()  # a segfault leaves its stack in the cell's log
+    job_path, results = Path(argv[0]), Path(argv[1])
+    job = RowJob.from_json(job_path.read_text())
+    faulthandler.enable()  # a segfault leaves its stack in the cell's log (fd 2 is that log during a cell)
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # the supervisor asks for stacks before a timeout kill
     if job.parent_pid is not None:
@@ -206,16 +286,17 @@ def worker_main(argv: Sequence[str]) -> int:
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
         load_plugins(job.plugins)
-        import segexport.arch.registry  # noqa: F401  (imports are start-up, not the cell's time)
+        import segexport.arch.registry  # noqa: F401  (imports are start-up, not the cells' time)
         import segexport.pipeline  # noqa: F401
     except Exception as exc:
         import traceback
 
         traceback.print_exc()
-        result = CellResult(job.cell, "error", f"worker start-up failed: {one_line(exc)}", stage="worker")
-    else:
-        result_path.with_suffix(READY_SUFFIX).touch()
-        say("ready")
-        result = run_cell(job, say)
-    write_atomic(result_path, json.dumps(result.to_dict(), default=repr))
+        for cell in job.cells:
+            failed = CellResult(cell, "error", f"worker start-up failed: {one_line(exc)}", stage="worker")
+            write_atomic(results / f"{cell.id}{RESULT_SUFFIX}", json.dumps(failed.to_dict(), default=repr))
+        return 0
+    (results / READY_NAME).touch()
+    say("ready")
+    build_row(job, results, say)
     return 0
