@@ -118,13 +118,17 @@ class HeldOutJudge:
         output: the name of the mask output.
         threshold: class boundary of a one-channel mask.
         as_written: run Q/DQ as fake quantization (the TensorRT form), not onnxruntime's integer kernels.
+        threads: onnxruntime intra-op threads (None: its default, every core). The matrix gives each
+            worker its share: more threads than that would spin against the other workers.
     """
 
-    def __init__(self, fp32_path: Path, inputs: Sequence[np.ndarray], output: str, threshold: float | None, as_written: bool) -> None:
+    def __init__(self, fp32_path: Path, inputs: Sequence[np.ndarray], output: str, threshold: float | None, as_written: bool,
+                 threads: int | None = None) -> None:  # fmt: skip
         self.inputs = list(inputs)
         self.output = output
         self.threshold = threshold
         self.as_written = as_written
+        self.threads = threads
         self.reference = self.run(Path(fp32_path).read_bytes(), self.inputs, as_written=False)
         self.graphs_judged = 0
 
@@ -133,6 +137,8 @@ class HeldOutJudge:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
         if self.as_written if as_written is None else as_written:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

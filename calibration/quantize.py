@@ -184,7 +184,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
     float_outputs = dequantize_outputs(proto)
 
     mask = "mask" if "mask" in spec.output_names else spec.output_names[0]
-    judge = HeldOutJudge(fp32_path, held_out.inputs, mask, budget.mask_threshold, as_written=runtime == "tensorrt")
+    judge = HeldOutJudge(fp32_path, held_out.inputs, mask, budget.mask_threshold, as_written=runtime == "tensorrt", threads=spec.threads)
     before = judge.judge(proto)
     fallback: dict[str, Any] = {"mode": "on" if config.fallback else "off", "budget": budget.describe(), "needed": False}
     after = before
