@@ -128,7 +128,7 @@ def run_cell(job: RowJob, cell: Cell, say: Progress | None = None, reuse: BuildR
         try:
             result.latency_ms = time_bundle(bundle, device, job.threads, job.iters)
         except Exception as exc:  # timing is a bonus: the cell still passed
-            result.bench_error = one_line(exc)
+            result.bench_error = one_line(exc).replace(f"{bundle.path}{os.sep}", "")  # the bundle's folder is scratch
         result.bench_s = round(time.perf_counter() - timing, 2)
     return ended("pass", None)
 
