@@ -10,14 +10,13 @@ the oldest are dropped beyond ``MAX_ENTRIES``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from segexport.atomic import write_atomic
-from segexport.digests import sha256_files
+from segexport.digests import sha256_files, sha256_json
 from segexport.errors import InvalidInputError
 
 CACHE_FORMAT = "segexport-calibration-cache/1"
@@ -42,7 +41,7 @@ def file_sha256(path: Path) -> str:
 
 def cache_key(**parts: Any) -> str:
     """sha256 of the JSON of ``parts`` (sorted keys, so the order of keywords does not matter)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(parts, default=str)
 
 
 def load_ranges(path: Path, key: str) -> Ranges | None:

@@ -232,7 +232,7 @@ def run_build(req: BuildRequest, progress: Progress | None = None, reuse: BuildR
         from segexport.parity import ParityPolicy, seeded_inputs
         from segexport.prepare import output_names, prepare_for_export
 
-    key = request_model_key(req)
+    key = request_model_key(req) if reuse else ""
     with steps("model", f"resolve {req.arch} with encoder {req.encoder}"):
 
         def made() -> tuple[Any, dict[str, Any], Any]:

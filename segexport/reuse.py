@@ -15,8 +15,6 @@ build's own folder.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import tempfile
 from collections import Counter
@@ -24,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from segexport.digests import sha256_arrays, sha256_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,17 +34,8 @@ T = TypeVar("T")
 
 
 def fingerprint(parts: Any) -> str:
-    """A short sha256 of the JSON of ``parts`` (sorted keys; non-JSON values by their repr)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:24]
-
-
-def arrays_fingerprint(arrays: Sequence[np.ndarray]) -> str:
-    """A sha256 of the arrays' shapes, dtypes and bytes: equal only for the same inputs."""
-    digest = hashlib.sha256()
-    for a in arrays:
-        digest.update(f"{a.shape}{a.dtype.str};".encode())
-        digest.update(memoryview(a.tobytes()))
-    return digest.hexdigest()[:24]
+    """A short key for ``parts`` (see :func:`~segexport.digests.sha256_json`)."""
+    return sha256_json(parts)[:24]
 
 
 @dataclass
@@ -69,7 +60,7 @@ class BuildReuse:
     def reference(self, model_key: str, inputs: Sequence[np.ndarray],
                   run: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:  # fmt: skip
         """Eager outputs of the model ``model_key`` on ``inputs``, computed by ``run`` on first use."""
-        key = (model_key, arrays_fingerprint(inputs))
+        key = (model_key, sha256_arrays(inputs)[:24])
         if key in self.references:
             self.hits["reference"] += 1
         else:

@@ -8,7 +8,8 @@ from cases import TINY
 
 from segexport.bundle import sha256_file
 from segexport.pipeline import BuildRequest, request_model_key, run_build
-from segexport.reuse import BuildReuse, GraphStore, arrays_fingerprint, model_key
+from segexport.digests import sha256_arrays
+from segexport.reuse import BuildReuse, GraphStore, model_key
 from segexport.targets.base import ExportSpec
 
 ROW = {"arch": "unet", "encoder": "resnet18", "height": 64, "width": 64, "arch_args": TINY["unet"], "force": True}
@@ -97,5 +98,5 @@ def test_inputs_fingerprint_tells_apart_values_shapes_and_dtypes():
     x = np.zeros((1, 3, 8, 8), np.float32)
     y = x.copy()
     y[0, 0, 0, 0] = 1e-7
-    prints = {arrays_fingerprint([a]) for a in (x, y, x.reshape(1, 3, 4, 16), x.astype(np.float16))}
-    assert len(prints) == 4 and arrays_fingerprint([x]) == arrays_fingerprint([x.copy()])
+    prints = {sha256_arrays([a]) for a in (x, y, x.reshape(1, 3, 4, 16), x.astype(np.float16))}
+    assert len(prints) == 4 and sha256_arrays([x]) == sha256_arrays([x.copy()])

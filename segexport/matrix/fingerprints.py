@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from segexport.digests import sha256_json
 from segexport.errors import InvalidInputError
 from segexport.matrix.model import Cell
 
@@ -78,4 +78,4 @@ def cell_key(cell: Cell, arch_args: Mapping[str, Any], height: int, width: int, 
     }
     if checkpoint is not None or classes != 1:  # keys of runs without either stay as they were
         payload.update(checkpoint=checkpoint, classes=classes)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()[:20]
+    return sha256_json(payload)[:20]
