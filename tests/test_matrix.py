@@ -360,6 +360,26 @@ def test_build_outcome_maps_to_cell_status(tmp_path, monkeypatch, fake_build, st
     assert (result.parity == REPORT) == (status == "fail")
 
 
+def test_a_cell_is_timed_from_when_its_worker_began_it_not_from_when_the_supervisor_noticed(tmp_path):
+    import time
+
+    from segexport.matrix.local import LocalWorker
+    from segexport.matrix.worker import RESULT_SUFFIX, STARTED_SUFFIX
+
+    cell = Cell("unet", "resnet18", "onnx", "fp32")
+    job = RowJob((cell,), 64, 64, 1, {}, None, None, (), 1, 0, str(tmp_path / "b"), str(tmp_path / "logs"))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        worker = LocalWorker(job, sleeper, time.monotonic(), tmp_path, tmp_path / "worker.log")
+        (tmp_path / f"{cell.id}{STARTED_SUFFIX}").write_text(repr(time.time() - 3.0))  # began 3 s before any poll
+        (tmp_path / f"{cell.id}{RESULT_SUFFIX}").write_text(json.dumps(CellResult(cell, "pass", None, build_s=2.9).to_dict()))
+        (done,), gone = worker.check(timeout=60)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not gone and done.cell_s >= done.build_s and 3.0 <= done.cell_s < 10
+
+
 class FakeExecutor:
     """One group at a time; the picky row's model refuses its encoder, everything else errors."""
 

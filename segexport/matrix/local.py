@@ -140,12 +140,22 @@ class LocalWorker:
             if cell in self.collected:
                 continue
             if cell not in self.cell_started and (self.results / f"{cell.id}{STARTED_SUFFIX}").exists():
-                self.cell_started[cell] = now
+                self.cell_started[cell] = self._began(cell, now)
             path = self.results / f"{cell.id}{RESULT_SUFFIX}"
             if path.exists():
-                self.cell_started.setdefault(cell, now)
+                self.cell_started.setdefault(cell, self._began(cell, now))
                 done.append(self._settled(cell, CellResult.from_dict(json.loads(path.read_text()))))
         return done
+
+    def _began(self, cell: Cell, now: float) -> float:
+        """When the worker began ``cell``, on this process's monotonic clock: the worker writes its
+        wall-clock start into the ``.started`` file, so a cell is timed from its start, not from
+        the poll that noticed it (which would make a cell shorter than its own build)."""
+        try:
+            wall = float((self.results / f"{cell.id}{STARTED_SUFFIX}").read_text())
+        except (OSError, ValueError):
+            return now
+        return now - max(0.0, time.time() - wall)
 
     def _settled(self, cell: Cell, result: CellResult) -> CellResult:
         self.collected.add(cell)

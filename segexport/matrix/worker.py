@@ -14,6 +14,7 @@ InvalidInputError from a build (e.g. a target refusing fp16 on a machine that ca
 validate it) is ``n/a`` too.
 
 For the supervisor (:mod:`~segexport.matrix.local`): ``<RESULTS>/<cell id>.started``
+(holding the wall-clock time the cell began)
 appears when a cell starts, ``<RESULTS>/<cell id>.json`` when it ends, and
 ``<RESULTS>/ready`` once the imports are done.
 """
@@ -248,7 +249,7 @@ def build_row(job: RowJob, results: Path, say: Callable[[str], None]) -> None:
     decided: CellResult | None = None
     try:
         for index, cell in enumerate(job.cells):
-            (results / f"{cell.id}{STARTED_SUFFIX}").touch()
+            write_atomic(results / f"{cell.id}{STARTED_SUFFIX}", repr(time.time()))  # the supervisor times the cell from here
             with output_to(job.log_path(cell)):
                 say(f"cell {cell.label()}")
                 if decided is not None:
