@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from segexport.calibration import calibration_inputs, validation_inputs
-from segexport.calibration.fallback import keep_in_float, quantized_layers
+from segexport.calibration.fallback import DownstreamRuns, HeldOutJudge, keep_in_float, quantized_layers
 from segexport.calibration.quantize import check_tensorrt_qdq, quantize_onnx
 from segexport.calibration.sources import CalibrationConfig, held_out_score, load_calibration, load_validation, split_images
 from segexport.errors import InvalidInputError, ParityError
@@ -216,6 +216,43 @@ def test_the_fallback_keeps_exactly_the_hostile_layer_in_float(hostile, images, 
         check_tensorrt_qdq(model)
         assert producers[layer.input[0]].op_type == "Cast"  # fp16 island
     assert info["speed"]["speedup_vs_fp32"] > 0 if runtime == "onnxruntime" else info["speed"]["measured"] is False
+
+
+@pytest.fixture(scope="module")
+def unet_graphs(images: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[onnx.ModelProto, onnx.ModelProto, ExportSpec]:
+    """A tiny U-Net's fp32 graph and its TensorRT-form Q/DQ graph: skip connections cross every cut."""
+    import torch
+    from cases import TINY
+
+    from segexport.arch.registry import create_model
+    from segexport.targets.onnx import export_onnx
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("unet-qdq")
+    spec = spec_for(images, int8_fallback="off")
+    model = create_model("unet", encoder_name="resnet18", encoder_weights=None, classes=2, **TINY["unet"]).eval()
+    export_onnx(model, spec, folder / "model.onnx")
+    quantize_onnx(folder / "model.onnx", folder / "q.onnx", spec, runtime="tensorrt")
+    return onnx.load(str(folder / "model.onnx")), onnx.load(str(folder / "q.onnx")), spec
+
+
+def test_a_layers_harm_measured_from_the_part_it_changes_is_its_whole_graphs(unet_graphs, tmp_path):
+    fp32, qdq, spec = unet_graphs
+    onnx.save(fp32, str(tmp_path / "model.onnx"))
+    judge = HeldOutJudge(tmp_path / "model.onnx", validation_inputs(spec), "mask", None, as_written=True)
+    layers = quantized_layers(qdq)
+    checked = [layers[0], layers[len(layers) // 2], layers[-1]]  # the stem, a layer with skips around it, the head
+    with DownstreamRuns(judge, qdq, batches=2) as runs:
+        for name in checked:
+            runs.expose(keep_in_float(qdq, fp32, [name], half=True))
+        assert runs.start() == pytest.approx(judge.error(qdq, 2), rel=1e-6)
+        for name in checked:
+            candidate = keep_in_float(qdq, fp32, [name], half=True)
+            part, _feeds = runs._cut(candidate)
+            assert len(part.graph.node) < len(candidate.graph.node) or name == layers[0]
+            assert runs.error(candidate) == pytest.approx(judge.error(candidate, 2), rel=1e-6)
+    head_part, head_feeds = runs._cut(keep_in_float(qdq, fp32, [layers[-1]], half=True))
+    assert len(head_part.graph.node) < 10 and "input" not in head_feeds  # the head's part is the head
 
 
 def test_the_fallback_stops_when_nothing_int8_worth_having_is_left(hostile, images, tmp_path):
