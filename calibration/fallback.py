@@ -189,8 +189,8 @@ class DownstreamRuns:
     judge runs the base graph once per held-out batch with every part's inputs exposed,
     keeps them on disk (a file per tensor and batch: memory holds one batch's tensors at
     a time), and runs each part from them. The errors are the whole candidate graphs' up to
-    onnxruntime's rounding (within 1e-6 on a tiny U-Net, 0.6% on unet-resnet34 at 512x512,
-    where the exposed tensors change which basic fusions apply); the graphs the fallback
+    onnxruntime's rounding (within 1e-6 on a tiny U-Net, 0.6% relative on unet-resnet34 at
+    512x512, where the cause was not traced further); the graphs the fallback
     finally judges against the budget are always run whole. A candidate whose part cannot
     be cut (an input the base graph does not compute, a tensor of unknown type) is run whole.
 
@@ -213,7 +213,7 @@ class DownstreamRuns:
             if v.type.tensor_type.elem_type != onnx.TensorProto.UNDEFINED:
                 self._types[v.name] = v.type.tensor_type.elem_type
         self._wanted: dict[str, None] = {}
-        self._saved: set[str] = set()
+        #: Exposed tensor → its index in the files :meth:`start` wrote.
         self._index: dict[str, int] = {}
         self._folder: Path | None = None
 
@@ -227,7 +227,7 @@ class DownstreamRuns:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 
-    def _cut(self, candidate: Any) -> tuple[Any, list[str]] | None:
+    def cut(self, candidate: Any) -> tuple[Any, list[str]] | None:
         """The candidate's part as a graph and the base tensors it reads, or None when it cannot be cut."""
         import onnx
 
@@ -258,7 +258,7 @@ class DownstreamRuns:
 
     def expose(self, candidate: Any) -> None:
         """Note the base tensors ``candidate``'s part reads (before :meth:`start`)."""
-        cut = self._cut(candidate)
+        cut = self.cut(candidate)
         if cut is not None:
             self._wanted.update(dict.fromkeys(f for f in cut[1] if f not in self._graph_inputs))
 
@@ -283,7 +283,6 @@ class DownstreamRuns:
             masks.append(mask)
             for k, value in enumerate(values):
                 np.save(self._path(b, k), value)
-        self._saved = set(names)
         self._index = {n: k for k, n in enumerate(names)}
         self.judge.graphs_judged += 1
         return _relative_error(masks, self.judge.reference[: self.batches])
@@ -294,8 +293,8 @@ class DownstreamRuns:
 
     def error(self, candidate: Any) -> float:
         """``candidate``'s mask-logit error on the batches, its part run from the base graph's tensors."""
-        cut = self._cut(candidate)
-        if cut is None or any(f not in self._saved and f not in self._graph_inputs for f in cut[1]):
+        cut = self.cut(candidate)
+        if cut is None or any(f not in self._index and f not in self._graph_inputs for f in cut[1]):
             return self.judge.error(candidate, self.batches)
         part, feeds = cut
         session = self.judge.session(part.SerializeToString())

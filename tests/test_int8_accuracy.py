@@ -248,10 +248,10 @@ def test_a_layers_harm_measured_from_the_part_it_changes_is_its_whole_graphs(une
         assert runs.start() == pytest.approx(judge.error(qdq, 2), rel=1e-6)
         for name in checked:
             candidate = keep_in_float(qdq, fp32, [name], half=True)
-            part, _feeds = runs._cut(candidate)
+            part, _feeds = runs.cut(candidate)
             assert len(part.graph.node) < len(candidate.graph.node) or name == layers[0]
             assert runs.error(candidate) == pytest.approx(judge.error(candidate, 2), rel=1e-6)
-    head_part, head_feeds = runs._cut(keep_in_float(qdq, fp32, [layers[-1]], half=True))
+    head_part, head_feeds = runs.cut(keep_in_float(qdq, fp32, [layers[-1]], half=True))
     assert len(head_part.graph.node) < 10 and "input" not in head_feeds  # the head's part is the head
 
 
