@@ -8,8 +8,12 @@ and layers are put back in float in order of harm, fewest first, until the budge
 holds. A galloping then binary search over "the k most harmful" keeps the number of
 graphs judged logarithmic in the number of layers.
 
-Measuring the harm is most of the fallback's time: a graph per layer, each run on the
-held-out images. A layer kept in float changes nothing upstream of it, so in the
+Measuring the harm is most of the fallback's time: a graph per layer. It is measured on
+the held-out image where the int8 mask disagrees with fp32 most (:data:`SENSITIVITY_IMAGES`),
+not on all of them: the ranking only orders the search, and every graph the search
+judges against the budget is run on all the held-out images, so a poorer ranking can
+keep more layers in float than needed but never passes a graph that misses the budget
+(NNCF's accuracy control likewise ranks on a subset). A layer kept in float changes nothing upstream of it, so in the
 TensorRT form (Q/DQ run as written, onnxruntime's basic optimizations) each layer's
 graph is cut to the part it changes (:class:`DownstreamRuns`): the base graph runs once
 with the tensors those parts read exposed, and each part runs from them. The form
@@ -57,8 +61,8 @@ if TYPE_CHECKING:
 
 #: Ops that are layers: what int8 makes fast, and what the fallback keeps in float.
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-#: Held-out batches each layer's harm is measured on (the budget is judged on all of them).
-SENSITIVITY_BATCHES = 4
+#: Held-out images each layer's harm is measured on, those int8 gets most wrong first (the budget is judged on all).
+SENSITIVITY_IMAGES = 1
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -104,6 +108,12 @@ class Judgement:
     error: float
     #: The parity report's mean IoU: per image, then averaged (not part of the budget).
     per_image_mean_iou: float = float("nan")
+    #: Per held-out batch, the fraction of mask pixels whose class differs from fp32's.
+    disagreement: tuple[float, ...] = ()
+
+    def worst_first(self) -> list[int]:
+        """Held-out batch indices, the one with the most disagreeing pixels first (ties: held-out order)."""
+        return sorted(range(len(self.disagreement)), key=lambda i: -self.disagreement[i])
 
     def holds(self, budget: Int8Budget) -> bool:
         return self.agreement >= budget.min_agreement and self.mean_iou >= budget.min_mean_iou
@@ -165,19 +175,21 @@ class HeldOutJudge:
         self.graphs_judged += 1
         masks = [(class_masks(a, self.threshold), class_masks(e, self.threshold)) for a, e in zip(actual, self.reference)]
         classes = max(2, int(self.reference[0].shape[1]) if self.reference[0].ndim == 4 else 2)
-        matrix = sum(confusion(a.ravel(), e.ravel(), classes) for a, e in masks)
+        matrices = [confusion(a.ravel(), e.ravel(), classes) for a, e in masks]
+        matrix = sum(matrices)
         return Judgement(
             agreement=float(np.trace(matrix) / matrix.sum()),
             mean_iou=miou(matrix),
             error=_relative_error(actual, self.reference),
             per_image_mean_iou=float(np.mean([mean_iou(a, e, self.threshold) for a, e in zip(actual, self.reference)])),
+            disagreement=tuple(1.0 - float(np.trace(m) / m.sum()) for m in matrices),
         )
 
-    def error(self, proto: Any, batches: int) -> float:
-        """The mask logits' relative error of ``proto`` on the first ``batches`` held-out batches."""
-        actual = self.run(proto.SerializeToString(), self.inputs[:batches])
+    def error(self, proto: Any, batches: Sequence[int]) -> float:
+        """The mask logits' relative error of ``proto`` on the held-out batches with indices ``batches``."""
+        actual = self.run(proto.SerializeToString(), [self.inputs[b] for b in batches])
         self.graphs_judged += 1
-        return _relative_error(actual, self.reference[:batches])
+        return _relative_error(actual, [self.reference[b] for b in batches])
 
 
 class DownstreamRuns:
@@ -185,23 +197,27 @@ class DownstreamRuns:
 
     A candidate (the base Q/DQ graph with a layer kept in float) computes what the base
     graph computes up to that layer. Its *part* is the nodes it changed or added and every
-    node downstream of them; the part reads the rest from the base graph's tensors. The
-    judge runs the base graph once per held-out batch with every part's inputs exposed,
-    keeps them on disk (a file per tensor and batch: memory holds one batch's tensors at
-    a time), and runs each part from them. The errors are the whole candidate graphs' up to
+    node downstream of them; the part reads the rest from the base graph's tensors. Each
+    candidate is built once: :meth:`add` cuts it and keeps its part on disk. The judge then
+    runs the base graph once per measured batch with every part's inputs exposed, keeps
+    them on disk too (a file per tensor and batch: memory holds one batch's tensors at a
+    time), and runs each part from them. The errors are the whole candidate graphs' up to
     onnxruntime's rounding (within 1e-6 on a tiny U-Net, 0.6% relative on unet-resnet34 at
     512x512, where the cause was not traced further); the graphs the fallback
     finally judges against the budget are always run whole. A candidate whose part cannot
-    be cut (an input the base graph does not compute, a tensor of unknown type) is run whole.
+    be cut (an input the base graph does not compute, a tensor of unknown type) is kept and
+    run whole.
 
-    Use: :meth:`expose` each candidate, :meth:`start` (returns the base graph's error),
-    then :meth:`error` of each candidate.
+    Use: :meth:`add` each candidate, :meth:`start` (returns the base graph's error), then
+    :meth:`error` of each candidate's key.
     """
 
-    def __init__(self, judge: HeldOutJudge, base: Any, batches: int) -> None:
+    def __init__(self, judge: HeldOutJudge, base: Any, batches: Sequence[int]) -> None:
+        import tempfile
+
         import onnx
 
-        self.judge, self.base, self.batches = judge, base, min(batches, len(judge.inputs))
+        self.judge, self.base, self.batches = judge, base, list(batches)
         self._base_nodes = {n.name: n.SerializeToString() for n in base.graph.node}
         self._graph_inputs = {i.name for i in base.graph.input}
         self._types = {i.name: i.type.tensor_type.elem_type for i in base.graph.input}
@@ -215,7 +231,9 @@ class DownstreamRuns:
         self._wanted: dict[str, None] = {}
         #: Exposed tensor → its index in the files :meth:`start` wrote.
         self._index: dict[str, int] = {}
-        self._folder: Path | None = None
+        #: Candidate key → its saved graph (a part, or the whole candidate) and the part's feeds (None: whole).
+        self._graphs: dict[str, tuple[Path, list[str] | None]] = {}
+        self._folder: Path | None = Path(tempfile.mkdtemp(prefix="segexport-downstream-"))
 
     def __enter__(self) -> DownstreamRuns:
         return self
@@ -256,54 +274,60 @@ class DownstreamRuns:
         graph.output.extend(o for o in candidate.graph.output if o.name == self.judge.output)
         return part, feeds
 
-    def expose(self, candidate: Any) -> None:
-        """Note the base tensors ``candidate``'s part reads (before :meth:`start`)."""
+    def add(self, key: str, candidate: Any) -> None:
+        """Cut ``candidate`` and keep its part (or, when it cannot be cut, itself) for :meth:`error` of ``key``."""
+        assert self._folder is not None and key not in self._graphs
+        path = self._folder / f"graph-{len(self._graphs)}.onnx"
         cut = self.cut(candidate)
-        if cut is not None:
-            self._wanted.update(dict.fromkeys(f for f in cut[1] if f not in self._graph_inputs))
+        if cut is None:
+            path.write_bytes(candidate.SerializeToString())
+            self._graphs[key] = (path, None)
+            return
+        part, feeds = cut
+        path.write_bytes(part.SerializeToString())
+        self._graphs[key] = (path, feeds)
+        self._wanted.update(dict.fromkeys(f for f in feeds if f not in self._graph_inputs))
 
     def start(self) -> float:
         """Run the base graph on each batch, keep the exposed tensors, and return its mask-logit error."""
-        import tempfile
-
         import onnx
 
         exposed = onnx.ModelProto()
         exposed.CopyFrom(self.base)
         known = {o.name for o in exposed.graph.output}
-        names = [n for n in self._wanted if n not in known]
-        exposed.graph.output.extend(onnx.helper.make_tensor_value_info(n, self._types[n], None) for n in names)
+        names = list(self._wanted)
+        exposed.graph.output.extend(onnx.helper.make_tensor_value_info(n, self._types[n], None) for n in names if n not in known)
         session = self.judge.session(exposed.SerializeToString())
         del exposed
-        self._folder = Path(tempfile.mkdtemp(prefix="segexport-downstream-"))
         feed = session.get_inputs()[0].name
         masks = []
-        for b, x in enumerate(self.judge.inputs[: self.batches]):
-            mask, *values = session.run([self.judge.output, *names], {feed: x})
+        for b in self.batches:
+            mask, *values = session.run([self.judge.output, *names], {feed: self.judge.inputs[b]})
             masks.append(mask)
             for k, value in enumerate(values):
                 np.save(self._path(b, k), value)
         self._index = {n: k for k, n in enumerate(names)}
         self.judge.graphs_judged += 1
-        return _relative_error(masks, self.judge.reference[: self.batches])
+        return _relative_error(masks, [self.judge.reference[b] for b in self.batches])
 
     def _path(self, batch: int, index: int) -> Path:
         assert self._folder is not None
         return self._folder / f"{batch}-{index}.npy"
 
-    def error(self, candidate: Any) -> float:
-        """``candidate``'s mask-logit error on the batches, its part run from the base graph's tensors."""
-        cut = self.cut(candidate)
-        if cut is None or any(f not in self._index and f not in self._graph_inputs for f in cut[1]):
-            return self.judge.error(candidate, self.batches)
-        part, feeds = cut
-        session = self.judge.session(part.SerializeToString())
+    def error(self, key: str) -> float:
+        """The mask-logit error on the batches of the candidate added as ``key``, its part run from the base graph's tensors."""
+        path, feeds = self._graphs[key]
+        session = self.judge.session(path.read_bytes())
         masks = []
-        for b, x in enumerate(self.judge.inputs[: self.batches]):
-            values = {f: x if f in self._graph_inputs else np.load(self._path(b, self._index[f])) for f in feeds}
-            masks.append(session.run([self.judge.output], values)[0])
+        for b in self.batches:
+            x = self.judge.inputs[b]
+            if feeds is None:
+                masks.append(session.run([self.judge.output], {session.get_inputs()[0].name: x})[0])
+            else:
+                values = {f: x if f in self._graph_inputs else np.load(self._path(b, self._index[f])) for f in feeds}
+                masks.append(session.run([self.judge.output], values)[0])
         self.judge.graphs_judged += 1
-        return _relative_error(masks, self.judge.reference[: self.batches])
+        return _relative_error(masks, [self.judge.reference[b] for b in self.batches])
 
 
 def _relative_error(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> float:
@@ -574,6 +598,8 @@ class FallbackResult:
     after: Judgement
     graphs_judged: int
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    #: Indices of the held-out batches the layers' harm was measured on.
+    ranked_on: list[int] = field(default_factory=list)
 
 
 def keep_fewest_in_float(
@@ -584,7 +610,7 @@ def keep_fewest_in_float(
     *,
     half: bool,
     before: Judgement | None = None,
-    sensitivity_batches: int = SENSITIVITY_BATCHES,
+    sensitivity_images: int = SENSITIVITY_IMAGES,
 ) -> FallbackResult:
     """Keep the fewest, most harmful layers of ``proto`` in float so that ``budget`` holds on the held-out set.
 
@@ -595,7 +621,8 @@ def keep_fewest_in_float(
         budget: what must hold.
         half: kept layers run in fp16 (TensorRT) rather than fp32 (onnxruntime).
         before: ``proto``'s judgement, when already known.
-        sensitivity_batches: held-out batches each layer's harm is measured on.
+        sensitivity_images: how many held-out batches each layer's harm is measured on, those
+            ``before`` disagrees on most first (the budget is always judged on all of them).
 
     Raises:
         ParityError: the budget needs more than ``budget.max_float_share`` of the multiply-adds in float.
@@ -608,18 +635,20 @@ def keep_fewest_in_float(
     total = sum(macs.values())
     if min(macs.values()) / total > budget.max_float_share:
         raise ParityError(_out_of_budget(budget, judge, 0, len(layers), before))
+    worst = before.worst_first() or list(range(len(judge.inputs)))
+    ranked_on = worst[: max(1, sensitivity_images)]
     harm = {}
     if judge.as_written:
-        with DownstreamRuns(judge, proto, sensitivity_batches) as runs:
-            for name in layers:  # a graph per layer is built twice rather than kept: each is the model's size
-                runs.expose(keep_in_float(proto, fp32, [name], half=half))
+        with DownstreamRuns(judge, proto, ranked_on) as runs:
+            for name in layers:
+                runs.add(name, keep_in_float(proto, fp32, [name], half=half))
             base = runs.start()
             for name in layers:
-                harm[name] = base - runs.error(keep_in_float(proto, fp32, [name], half=half))
+                harm[name] = base - runs.error(name)
     else:
-        base = judge.error(proto, sensitivity_batches)
+        base = judge.error(proto, ranked_on)
         for name in layers:
-            harm[name] = base - judge.error(keep_in_float(proto, fp32, [name], half=half), sensitivity_batches)
+            harm[name] = base - judge.error(keep_in_float(proto, fp32, [name], half=half), ranked_on)
     order = sorted(layers, key=lambda n: -harm[n])  # stable: graph order among equals
     share = np.cumsum([macs[n] for n in order]) / total
     cap = int(np.searchsorted(share, budget.max_float_share, side="right"))  # most layers allowed in float
@@ -662,6 +691,7 @@ def keep_fewest_in_float(
         after=after,
         graphs_judged=judge.graphs_judged,
         sensitivity=ranked,
+        ranked_on=ranked_on,
     )
 
 

@@ -195,6 +195,10 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
         )
         result = keep_fewest_in_float(proto, onnx.load(str(fp32_path)), judge, budget, half=runtime == "tensorrt", before=before)
         proto, after = result.proto, result.after
+        say(
+            f"kept {len(result.kept_in_float)} of {result.quantized_layers} layers in float "
+            f"({result.float_share:.0%} of the multiply-adds): agreement {after.agreement:.4f}, mean IoU {after.mean_iou:.4f}"
+        )
         fallback.update(
             needed=True,
             kept_in_float=result.kept_in_float,
@@ -202,6 +206,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
             float_share_of_macs=result.float_share,
             graphs_judged=result.graphs_judged,
             most_harmful=result.sensitivity,
+            harm_measured_on=[_batch_name(held_out, i) for i in result.ranked_on],
         )
     else:
         fallback["kept_in_float"] = []
@@ -230,6 +235,11 @@ def quantize_onnx(fp32_path: Path, out_path: Path, spec: ExportSpec, runtime: st
         "fallback": fallback,
         "speed": speed,
     }
+
+
+def _batch_name(data: CalibrationData, index: int) -> str:
+    """The file a held-out batch was read from, when each batch is one file; else its index."""
+    return data.files[index] if len(data.files) == len(data.inputs) else f"batch {index}"
 
 
 #: How each flavour encodes the calibrated ranges (recorded in the manifest).

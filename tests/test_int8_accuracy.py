@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from segexport.calibration import calibration_inputs, validation_inputs
-from segexport.calibration.fallback import DownstreamRuns, HeldOutJudge, keep_in_float, quantized_layers
+from segexport.calibration.fallback import DownstreamRuns, HeldOutJudge, Int8Budget, keep_fewest_in_float, keep_in_float, quantized_layers
 from segexport.calibration.quantize import check_tensorrt_qdq, quantize_onnx
 from segexport.calibration.sources import CalibrationConfig, held_out_score, load_calibration, load_validation, split_images
 from segexport.errors import InvalidInputError, ParityError
@@ -204,6 +204,7 @@ def test_the_fallback_keeps_exactly_the_hostile_layer_in_float(hostile, images, 
     fallback = info["fallback"]
     assert [(k["node"], k["float"]) for k in fallback["kept_in_float"]] == [(HOSTILE, float_type)]
     assert fallback["needed"] and fallback["quantized_layers"] == 3
+    assert len(fallback["harm_measured_on"]) == 1 and fallback["harm_measured_on"][0] in info["validation"]["files"]
     assert info["validation"]["before_fallback"]["agreement"] < 0.9
     assert info["validation"]["result"]["agreement"] >= 0.98 and info["validation"]["result"]["mean_iou"] >= 0.95
     model = onnx.load(str(out))
@@ -239,20 +240,40 @@ def unet_graphs(images: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 def test_a_layers_harm_measured_from_the_part_it_changes_is_its_whole_graphs(unet_graphs, tmp_path):
     fp32, qdq, spec = unet_graphs
     onnx.save(fp32, str(tmp_path / "model.onnx"))
-    judge = HeldOutJudge(tmp_path / "model.onnx", validation_inputs(spec), "mask", None, as_written=True)
+    held = validation_inputs(spec)
+    mirrored = held[0][..., ::-1].copy()  # a second batch, measured first: the parts must follow the indices asked for
+    judge = HeldOutJudge(tmp_path / "model.onnx", [*held, mirrored], "mask", None, as_written=True)
     layers = quantized_layers(qdq)
     checked = [layers[0], layers[len(layers) // 2], layers[-1]]  # the stem, a layer with skips around it, the head
-    with DownstreamRuns(judge, qdq, batches=2) as runs:
+    with DownstreamRuns(judge, qdq, batches=[len(held), 0]) as runs:
         for name in checked:
-            runs.expose(keep_in_float(qdq, fp32, [name], half=True))
-        assert runs.start() == pytest.approx(judge.error(qdq, 2), rel=1e-6)
+            runs.add(name, keep_in_float(qdq, fp32, [name], half=True))
+        runs.add("unchanged", qdq)  # nothing differs, so nothing to cut: run whole
+        base = runs.start()
+        assert base == pytest.approx(judge.error(qdq, [len(held), 0]), rel=1e-6) and runs.error("unchanged") == pytest.approx(base, rel=1e-6)
         for name in checked:
             candidate = keep_in_float(qdq, fp32, [name], half=True)
             part, _feeds = runs.cut(candidate)
             assert len(part.graph.node) < len(candidate.graph.node) or name == layers[0]
-            assert runs.error(candidate) == pytest.approx(judge.error(candidate, 2), rel=1e-6)
+            assert runs.error(name) == pytest.approx(judge.error(candidate, [len(held), 0]), rel=1e-6)
     head_part, head_feeds = runs.cut(keep_in_float(qdq, fp32, [layers[-1]], half=True))
     assert len(head_part.graph.node) < 10 and "input" not in head_feeds  # the head's part is the head
+
+
+@pytest.mark.parametrize("as_written", [False, True], ids=["onnxruntime", "tensorrt"])
+def test_layers_are_ranked_on_the_held_out_image_int8_gets_most_wrong_and_judged_on_all(hostile, images, tmp_path, as_written):
+    spec = spec_for(images, int8_fallback="off")
+    quantize_onnx(hostile, tmp_path / "q.onnx", spec, runtime="tensorrt" if as_written else "onnxruntime")
+    qdq, fp32 = onnx.load(str(tmp_path / "q.onnx")), onnx.load(str(hostile))
+    held = validation_inputs(spec)
+    dark = np.broadcast_to(held[0].min(axis=(2, 3), keepdims=True), held[0].shape).copy()  # no bright pixel: nothing to get wrong
+    judge = HeldOutJudge(hostile, [dark, *held], "mask", None, as_written=as_written)
+    before = judge.judge(qdq)
+    assert before.disagreement[0] == 0 and np.mean(before.disagreement) == pytest.approx(1 - before.agreement)
+    result = keep_fewest_in_float(qdq, fp32, judge, Int8Budget(min_agreement=0.98), half=as_written, before=before)
+    assert result.ranked_on == [int(np.argmax(before.disagreement))]
+    assert [k["node"] for k in result.kept_in_float] == [HOSTILE]
+    assert result.after == judge.judge(result.proto) and result.after.holds(Int8Budget(min_agreement=0.98))  # on every image
 
 
 def test_the_fallback_stops_when_nothing_int8_worth_having_is_left(hostile, images, tmp_path):
