@@ -13,12 +13,14 @@ the held-out image where the int8 mask disagrees with fp32 most (:data:`SENSITIV
 not on all of them: the ranking only orders the search, and every graph the search
 judges against the budget is run on all the held-out images, so a poorer ranking can
 keep more layers in float than needed but never passes a graph that misses the budget
-(NNCF's accuracy control likewise ranks on a subset). A layer kept in float changes nothing upstream of it, so in the
-TensorRT form (Q/DQ run as written, onnxruntime's basic optimizations) each layer's
-graph is cut to the part it changes (:class:`DownstreamRuns`): the base graph runs once
-with the tensors those parts read exposed, and each part runs from them. The form
-onnxruntime runs with its integer kernels is measured whole, since exposing a tensor
-there changes which kernels it fuses and so the values.
+(NNCF's accuracy control likewise ranks on a subset).
+
+A layer kept in float changes nothing upstream of it, so in the TensorRT form (Q/DQ run
+as written, onnxruntime's basic optimizations) each layer's graph is cut to the part it
+changes (:class:`DownstreamRuns`): the base graph runs once with the tensors those parts
+read exposed, and each part runs from them. The form onnxruntime runs with its integer
+kernels is measured whole, since exposing a tensor there changes which kernels it fuses
+and so the values.
 
 The budget's mean IoU is the dataset one (intersections and unions summed over all
 held-out images, then averaged over the classes present), as segmentation benchmarks
