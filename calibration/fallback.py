@@ -13,7 +13,10 @@ the held-out image where the int8 mask disagrees with fp32 most (:data:`SENSITIV
 not on all of them: the ranking only orders the search, and every graph the search
 judges against the budget is run on all the held-out images, so a poorer ranking can
 keep more layers in float than needed but never passes a graph that misses the budget
-(NNCF's accuracy control likewise ranks on a subset).
+(NNCF's accuracy control likewise ranks on a subset). When no allowed number of layers
+holds on that ranking, harm is measured again on the next worst images (up to
+:data:`SENSITIVITY_REFINE` in all) and the search repeated, so a refusal never rests on
+one image's ranking.
 
 A layer kept in float changes nothing upstream of it, so in the TensorRT form (Q/DQ run
 as written, onnxruntime's basic optimizations) each layer's graph is cut to the part it
@@ -65,6 +68,8 @@ if TYPE_CHECKING:
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: Held-out images each layer's harm is measured on, those int8 gets most wrong first (the budget is judged on all).
 SENSITIVITY_IMAGES = 1
+#: When no allowed number of layers holds on that ranking, harm is measured again on up to this many images.
+SENSITIVITY_REFINE = 4
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -638,46 +643,24 @@ def keep_fewest_in_float(
     if min(macs.values()) / total > budget.max_float_share:
         raise ParityError(_out_of_budget(budget, judge, 0, len(layers), before))
     worst = before.worst_first() or list(range(len(judge.inputs)))
-    ranked_on = worst[: max(1, sensitivity_images)]
-    harm = {}
-    if judge.as_written:
-        with DownstreamRuns(judge, proto, ranked_on) as runs:
-            for name in layers:
-                runs.add(name, keep_in_float(proto, fp32, [name], half=half))
-            base = runs.start()
-            for name in layers:
-                harm[name] = base - runs.error(name)
-    else:
-        base = judge.error(proto, ranked_on)
-        for name in layers:
-            harm[name] = base - judge.error(keep_in_float(proto, fp32, [name], half=half), ranked_on)
-    order = sorted(layers, key=lambda n: -harm[n])  # stable: graph order among equals
-    share = np.cumsum([macs[n] for n in order]) / total
-    cap = int(np.searchsorted(share, budget.max_float_share, side="right"))  # most layers allowed in float
+    first = max(1, sensitivity_images)
+    ranked_on = worst[:first]
+    base, errors = _layer_errors(proto, fp32, judge, layers, ranked_on, half=half)
     tried: dict[int, tuple[Judgement, Any]] = {}
-
-    def holds(k: int) -> bool:
-        candidate = keep_in_float(proto, fp32, order[:k], half=half)
-        tried[k] = (judge.judge(candidate), candidate)
-        return tried[k][0].holds(budget)
-
-    low, high, k = 0, None, 1
-    while k <= cap:
-        if holds(k):
-            high = k
-            break
-        low, k = k, k * 2
-    if high is None and cap > low and holds(cap):
-        high = cap
-    if high is None:
+    search = _search(proto, fp32, judge, budget, layers, macs, {n: base - errors[n] for n in layers}, tried, half=half)
+    rest = worst[first:SENSITIVITY_REFINE]
+    if search is None and rest:  # never refuse on the cheap ranking: measure on more images, search again
+        base_rest, errors_rest = _layer_errors(proto, fp32, judge, layers, rest, half=half)
+        weights = (_energy(judge, ranked_on), _energy(judge, rest))
+        base = _pooled((base, base_rest), weights)
+        errors = {n: _pooled((errors[n], errors_rest[n]), weights) for n in layers}
+        ranked_on = ranked_on + rest
+        search = _search(proto, fp32, judge, budget, layers, macs, {n: base - errors[n] for n in layers}, tried, half=half)
+    if search is None:
         best = max(tried.items(), key=lambda kv: (kv[1][0].agreement, kv[1][0].mean_iou), default=(0, (before, None)))
         raise ParityError(_out_of_budget(budget, judge, best[0], len(layers), best[1][0]))
-    while high - low > 1:
-        mid = (low + high) // 2
-        if holds(mid):
-            high = mid
-        else:
-            low = mid
+    order, high, share = search
+    harm = {n: base - errors[n] for n in layers}
     after, graph = tried[high]
     kept = [
         {"node": n, "op": _op(proto, n), "float": "fp16" if half else "fp32", "harm": harm[n], "macs_share": macs[n] / total}
@@ -695,6 +678,66 @@ def keep_fewest_in_float(
         sensitivity=ranked,
         ranked_on=ranked_on,
     )
+
+
+def _layer_errors(proto: Any, fp32: Any, judge: HeldOutJudge, layers: Sequence[str], images: Sequence[int], *,
+                  half: bool) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """The base graph's mask-logit error on ``images`` and each layer's with that layer alone kept in float."""
+    if judge.as_written:
+        with DownstreamRuns(judge, proto, images) as runs:
+            for name in layers:
+                runs.add(name, keep_in_float(proto, fp32, [name], half=half))
+            base = runs.start()
+            return base, {name: runs.error(name) for name in layers}
+    base = judge.error(proto, images)
+    return base, {name: judge.error(keep_in_float(proto, fp32, [name], half=half), images) for name in layers}
+
+
+def _search(proto: Any, fp32: Any, judge: HeldOutJudge, budget: Int8Budget, layers: Sequence[str], macs: dict[str, float],
+            harm: dict[str, float], tried: dict[int, tuple[Judgement, Any]], *, half: bool) -> tuple[list[str], int, np.ndarray] | None:  # fmt: skip
+    """The fewest of the most harmful layers whose float copy holds ``budget`` on every held-out image.
+
+    Returns the order of harm, how many of its first layers to keep, and the cumulative
+    multiply-add share along it; None when no allowed number holds. Each judged graph is
+    put in ``tried`` by its count (the last search's, when searched again).
+    """
+    order = sorted(layers, key=lambda n: -harm[n])  # stable: graph order among equals
+    share = np.cumsum([macs[n] for n in order]) / sum(macs.values())
+    cap = int(np.searchsorted(share, budget.max_float_share, side="right"))  # most layers allowed in float
+
+    def holds(k: int) -> bool:
+        candidate = keep_in_float(proto, fp32, order[:k], half=half)
+        tried[k] = (judge.judge(candidate), candidate)
+        return tried[k][0].holds(budget)
+
+    low, high, k = 0, None, 1
+    while k <= cap:
+        if holds(k):
+            high = k
+            break
+        low, k = k, k * 2
+    if high is None and cap > low and holds(cap):
+        high = cap
+    if high is None:
+        return None
+    while high - low > 1:
+        mid = (low + high) // 2
+        if holds(mid):
+            high = mid
+        else:
+            low = mid
+    return order, high, share
+
+
+def _energy(judge: HeldOutJudge, images: Sequence[int]) -> float:
+    """The denominator of the relative error on ``images``: the fp32 logits' squared sum."""
+    return sum(float(np.sum(judge.reference[b].astype(np.float64) ** 2)) for b in images)
+
+
+def _pooled(errors: Sequence[float], energies: Sequence[float]) -> float:
+    """The relative error over the union of image sets, from each set's error and energy."""
+    total = sum(energies)
+    return sum(e * w for e, w in zip(errors, energies)) / total if total > 0 else sum(errors)
 
 
 def _out_of_budget(budget: Int8Budget, judge: HeldOutJudge, kept: int, layers: int, best: Judgement) -> str:

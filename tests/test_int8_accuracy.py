@@ -276,6 +276,28 @@ def test_layers_are_ranked_on_the_held_out_image_int8_gets_most_wrong_and_judged
     assert result.after == judge.judge(result.proto) and result.after.holds(Int8Budget(min_agreement=0.98))  # on every image
 
 
+def test_a_ranking_that_finds_nothing_is_measured_again_on_more_images_before_refusing(hostile, images, tmp_path, monkeypatch):
+    from segexport.calibration import fallback
+
+    spec = spec_for(images, int8_fallback="off")
+    quantize_onnx(hostile, tmp_path / "q.onnx", spec)
+    qdq, fp32 = onnx.load(str(tmp_path / "q.onnx")), onnx.load(str(hostile))
+    held = validation_inputs(spec)
+    dark = np.broadcast_to(held[0].min(axis=(2, 3), keepdims=True), held[0].shape).copy()
+    judge = HeldOutJudge(hostile, [dark, *held], "mask", None, as_written=False)
+    searched, search = [], fallback._search
+
+    def first_finds_nothing(*args, **kwargs):
+        searched.append(dict(args[6]))
+        return None if len(searched) == 1 else search(*args, **kwargs)
+
+    monkeypatch.setattr(fallback, "_search", first_finds_nothing)
+    result = keep_fewest_in_float(qdq, fp32, judge, Int8Budget(min_agreement=0.98), half=False)
+    assert len(searched) == 2 and len(result.ranked_on) == min(fallback.SENSITIVITY_REFINE, len(judge.inputs)) > 1
+    assert sorted(result.ranked_on) == sorted(result.before.worst_first()[: len(result.ranked_on)])
+    assert [k["node"] for k in result.kept_in_float] == [HOSTILE] and result.after.holds(Int8Budget(min_agreement=0.98))
+
+
 def test_the_fallback_stops_when_nothing_int8_worth_having_is_left(hostile, images, tmp_path):
     with pytest.raises(ParityError, match="unless more than 10% of its multiply-adds stay in float.*nothing int8 worth having"):
         quantize_onnx(hostile, tmp_path / "q.onnx", spec_for(images, int8_max_float_share=0.1))
