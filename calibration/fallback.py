@@ -339,8 +339,13 @@ class DownstreamRuns:
 
 def _relative_error(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> float:
     num = sum(float(np.sum((a.astype(np.float64) - e) ** 2)) for a, e in zip(actual, expected))
-    den = sum(float(np.sum(e.astype(np.float64) ** 2)) for e in expected)
+    den = _energy(expected)
     return num / den if den > 0 else num
+
+
+def _energy(expected: Sequence[np.ndarray]) -> float:
+    """The denominator of the relative error: the fp32 logits' squared sum."""
+    return sum(float(np.sum(e.astype(np.float64) ** 2)) for e in expected)
 
 
 def quantized_layers(proto: Any) -> list[str]:
@@ -646,21 +651,22 @@ def keep_fewest_in_float(
     first = max(1, sensitivity_images)
     ranked_on = worst[:first]
     base, errors = _layer_errors(proto, fp32, judge, layers, ranked_on, half=half)
+    harm = {n: base - errors[n] for n in layers}
     tried: dict[int, tuple[Judgement, Any]] = {}
-    search = _search(proto, fp32, judge, budget, layers, macs, {n: base - errors[n] for n in layers}, tried, half=half)
+    search = _search(proto, fp32, judge, budget, layers, macs, harm, tried, half=half)
     rest = worst[first:SENSITIVITY_REFINE]
     if search is None and rest:  # never refuse on the cheap ranking: measure on more images, search again
         base_rest, errors_rest = _layer_errors(proto, fp32, judge, layers, rest, half=half)
-        weights = (_energy(judge, ranked_on), _energy(judge, rest))
+        weights = tuple(_energy([judge.reference[b] for b in images]) for images in (ranked_on, rest))
         base = _pooled((base, base_rest), weights)
         errors = {n: _pooled((errors[n], errors_rest[n]), weights) for n in layers}
         ranked_on = ranked_on + rest
-        search = _search(proto, fp32, judge, budget, layers, macs, {n: base - errors[n] for n in layers}, tried, half=half)
+        harm = {n: base - errors[n] for n in layers}
+        search = _search(proto, fp32, judge, budget, layers, macs, harm, tried, half=half)
     if search is None:
         best = max(tried.items(), key=lambda kv: (kv[1][0].agreement, kv[1][0].mean_iou), default=(0, (before, None)))
         raise ParityError(_out_of_budget(budget, judge, best[0], len(layers), best[1][0]))
     order, high, share = search
-    harm = {n: base - errors[n] for n in layers}
     after, graph = tried[high]
     kept = [
         {"node": n, "op": _op(proto, n), "float": "fp16" if half else "fp32", "harm": harm[n], "macs_share": macs[n] / total}
@@ -727,11 +733,6 @@ def _search(proto: Any, fp32: Any, judge: HeldOutJudge, budget: Int8Budget, laye
         else:
             low = mid
     return order, high, share
-
-
-def _energy(judge: HeldOutJudge, images: Sequence[int]) -> float:
-    """The denominator of the relative error on ``images``: the fp32 logits' squared sum."""
-    return sum(float(np.sum(judge.reference[b].astype(np.float64) ** 2)) for b in images)
 
 
 def _pooled(errors: Sequence[float], energies: Sequence[float]) -> float:
