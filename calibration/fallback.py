@@ -2,10 +2,10 @@
 
 A Q/DQ graph is judged on the held-out images against the fp32 graph: the mask's
 class agreement and mean IoU (as the parity report computes them). When that falls
-short of the budget, each quantized layer's harm is measured as how much the mask
-logits' error shrinks when that one layer alone is kept in float (all others int8),
-and layers are put back in float in order of harm, fewest first, until the budget
-holds. A galloping then binary search over "the k most harmful" keeps the number of
+short of the budget, each quantized layer's harm is measured as how much the mask's
+*margin use* (:func:`margin_use`) shrinks when that one layer alone is kept in float
+(all others int8), and layers are put back in float in order of harm, fewest first,
+until the budget holds. A galloping then binary search over "the k most harmful" keeps the number of
 graphs judged logarithmic in the number of layers.
 
 Measuring the harm is most of the fallback's time: a graph per layer. It is measured on
@@ -25,6 +25,14 @@ read exposed, and each part runs from them. The form onnxruntime runs with its i
 kernels is measured whole, since exposing a tensor there changes which kernels it fuses
 and so the values.
 
+Harm is measured on the mask's margins, not on the logits' relative error, because the
+budget counts flipped pixels and the two can disagree by orders of magnitude: PAN's
+logits reach 27000 where its class margins are often under 10, so an error of 0.2% of
+the logits' energy flips 11% of the pixels, and the layers that shift large, confident
+logits most are not the ones that flip the pixels near a class boundary. Ranked by the
+relative error, PAN's onnxruntime form was refused (more than 50% of its multiply-adds in
+float); ranked by margin use it holds with 4% of them in float.
+
 The budget's mean IoU is the dataset one (intersections and unions summed over all
 held-out images, then averaged over the classes present), as segmentation benchmarks
 report it and as ``segexport eval`` does. The per-image mean of the parity report is
@@ -32,13 +40,20 @@ recorded beside it: it lets a class covering a dozen pixels of one image weigh a
 as a whole other image, so on briefly trained models with scattered small predictions
 it falls to 0.85 while 99.8% of the pixels agree.
 
-A *layer* is a Conv, ConvTranspose, Gemm or MatMul that reads a dequantized input.
-Keeping it in float means it computes from the float weights, bias and input it had
-in the fp32 graph: the ops between it and the previous layers (ReLUs, pooling,
-concatenations, residual additions) are cloned in float for it, reading the previous
-layers' outputs before they are quantized; everything else in the graph is unchanged.
-For onnxruntime the layer runs in fp32; for TensorRT in fp16 (a Cast on each input and
-back on its output, fp16 weights), which a strongly typed engine runs as written.
+A *layer* is a Conv, ConvTranspose, Gemm or MatMul that reads a dequantized input, or
+a *junction*: any other op that reads a dequantized activation and hands a float tensor
+on (PAN's attention product, a Sigmoid gate, a Resize or residual Add that no quantizer
+reads after). Keeping a layer in float means it computes from the float weights, bias
+and input it had in the fp32 graph: the ops between it and the previous layers (ReLUs,
+pooling, concatenations, residual additions) are cloned in float for it, reading the
+previous layers' outputs before they are quantized; everything else in the graph is
+unchanged. Without junctions, a quantized tensor that only such ops read could never be
+put back in float: PAN's feature pyramid ends in a product of two of them, and that
+product alone took 13 points of its mask agreement. For onnxruntime a kept layer runs in
+fp32; for TensorRT a Conv, ConvTranspose, Gemm or MatMul runs in fp16 (a Cast on each
+input and back on its output, fp16 weights), which a strongly typed engine runs as
+written, and a junction in fp32: it is elementwise and cheap, and its operands can be
+beyond fp16's precision (PAN's decoder state reaches 38000, where fp16's step is 32).
 
 Nothing int8 is left worth having when the budget needs more than ``max_float_share``
 of the quantized layers' multiply-adds in float: the build then stops with an error
@@ -64,7 +79,7 @@ from .sources import DEFAULT_MAX_FLOAT_SHARE, DEFAULT_MIN_IOU
 if TYPE_CHECKING:
     from segexport.targets.base import ExportSpec
 
-#: Ops that are layers: what int8 makes fast, and what the fallback keeps in float.
+#: Ops that are layers where they read int8: what int8 makes fast. Any other op reading an int8 activation is a junction.
 LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: Held-out images each layer's harm is measured on, those int8 gets most wrong first (the budget is judged on all).
 SENSITIVITY_IMAGES = 1
@@ -193,14 +208,14 @@ class HeldOutJudge:
         )
 
     def error(self, proto: Any, batches: Sequence[int]) -> float:
-        """The mask logits' relative error of ``proto`` on the held-out batches with indices ``batches``."""
+        """The mask's margin use (:func:`margin_use`) by ``proto`` on the held-out batches with indices ``batches``."""
         actual = self.run(proto.SerializeToString(), [self.inputs[b] for b in batches])
         self.graphs_judged += 1
-        return _relative_error(actual, [self.reference[b] for b in batches])
+        return margin_use(actual, [self.reference[b] for b in batches], self.threshold)
 
 
 class DownstreamRuns:
-    """Candidate graphs' mask-logit errors, each run from the part of it that differs from the base graph.
+    """Candidate graphs' margin use (:func:`margin_use`), each run from the part of it that differs from the base graph.
 
     A candidate (the base Q/DQ graph with a layer kept in float) computes what the base
     graph computes up to that layer. Its *part* is the nodes it changed or added and every
@@ -296,7 +311,7 @@ class DownstreamRuns:
         self._wanted.update(dict.fromkeys(f for f in feeds if f not in self._graph_inputs))
 
     def start(self) -> float:
-        """Run the base graph on each batch, keep the exposed tensors, and return its mask-logit error."""
+        """Run the base graph on each batch, keep the exposed tensors, and return its margin use."""
         import onnx
 
         exposed = onnx.ModelProto()
@@ -315,14 +330,14 @@ class DownstreamRuns:
                 np.save(self._path(b, k), value)
         self._index = {n: k for k, n in enumerate(names)}
         self.judge.graphs_judged += 1
-        return _relative_error(masks, [self.judge.reference[b] for b in self.batches])
+        return margin_use(masks, [self.judge.reference[b] for b in self.batches], self.judge.threshold)
 
     def _path(self, batch: int, index: int) -> Path:
         assert self._folder is not None
         return self._folder / f"{batch}-{index}.npy"
 
     def error(self, key: str) -> float:
-        """The mask-logit error on the batches of the candidate added as ``key``, its part run from the base graph's tensors."""
+        """The margin use on the batches of the candidate added as ``key``, its part run from the base graph's tensors."""
         path, feeds = self._graphs[key]
         session = self.judge.session(path.read_bytes())
         masks = []
@@ -334,24 +349,66 @@ class DownstreamRuns:
                 values = {f: x if f in self._graph_inputs else np.load(self._path(b, self._index[f])) for f in feeds}
                 masks.append(session.run([self.judge.output], values)[0])
         self.judge.graphs_judged += 1
-        return _relative_error(masks, [self.judge.reference[b] for b in self.batches])
+        return margin_use(masks, [self.judge.reference[b] for b in self.batches], self.judge.threshold)
+
+
+def margin_use(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray], threshold: float | None) -> float:
+    """How much of each pixel's class margin the error uses, capped at 1, averaged over the pixels.
+
+    A pixel's margin is how far the fp32 logits put its class ahead: its logit minus the
+    runner-up's (one channel: the distance to the threshold). The candidate's error uses
+    the share of it that the candidate's lead of that class has lost; 1 is a flipped pixel.
+    So the figure is the disagreement, plus partial credit for the pixels an error has
+    brought near a flip: it counts what the budget counts, yet it changes smoothly enough
+    for one layer's harm to show, where the disagreement of one layer kept in float moves
+    by a handful of pixels.
+    """
+    used, pixels = 0.0, 0
+    for a, e in zip(actual, expected):
+        a, e = a.astype(np.float64), e.astype(np.float64)
+        if e.ndim < 2 or e.shape[1] == 1:
+            boundary = 0.0 if threshold is None else threshold
+            side = np.where(e > boundary, 1.0, -1.0)
+            margin, lead = (e - boundary) * side, (a - boundary) * side
+        else:
+            top = e.argmax(axis=1)[:, None]
+            others = np.arange(e.shape[1]).reshape(1, -1, *([1] * (e.ndim - 2))) != top
+            margin = np.take_along_axis(e, top, 1) - np.where(others, e, -np.inf).max(axis=1, keepdims=True)
+            lead = np.take_along_axis(a, top, 1) - np.where(others, a, -np.inf).max(axis=1, keepdims=True)
+        share = np.clip((margin - lead) / np.maximum(margin, np.finfo(np.float64).tiny), 0.0, 1.0)
+        used += float(share.sum())
+        pixels += share.size
+    return used / pixels if pixels else 0.0
 
 
 def _relative_error(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> float:
     num = sum(float(np.sum((a.astype(np.float64) - e) ** 2)) for a, e in zip(actual, expected))
-    den = _energy(expected)
+    den = sum(float(np.sum(e.astype(np.float64) ** 2)) for e in expected)
     return num / den if den > 0 else num
 
 
-def _energy(expected: Sequence[np.ndarray]) -> float:
-    """The denominator of the relative error: the fp32 logits' squared sum."""
-    return sum(float(np.sum(e.astype(np.float64) ** 2)) for e in expected)
-
-
 def quantized_layers(proto: Any) -> list[str]:
-    """Names of the layers (see :data:`LAYER_OPS`) that read a dequantized input, in graph order."""
-    dq_outputs = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
-    names = [n.name for n in proto.graph.node if n.op_type in LAYER_OPS and any(i in dq_outputs for i in n.input)]
+    """Names of the layers that read a dequantized input, junctions included (module docstring), in graph order."""
+    nodes = list(proto.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    inits = {t.name for t in proto.graph.initializer}
+    dq_outputs = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
+    activations = {
+        o for o in dq_outputs
+        if (q := producer.get(producer[o].input[0])) is not None and q.op_type == "QuantizeLinear" and q.input[0] not in inits
+    }  # fmt: skip
+    read_as_float = {i for n in nodes if n.op_type != "QuantizeLinear" for i in n.input} | {o.name for o in proto.graph.output}
+
+    def is_layer(node: Any) -> bool:
+        if node.op_type in LAYER_OPS:
+            return any(i in dq_outputs for i in node.input)
+        return (
+            node.op_type not in _QDQ
+            and any(i in activations for i in node.input)
+            and any(o in read_as_float for o in node.output)
+        )
+
+    names = [n.name for n in nodes if is_layer(n)]
     if len(set(names)) != len(names):
         raise ExportError("The Q/DQ graph has layers without unique node names; the fallback needs them to name layers.")
     return names
@@ -360,8 +417,9 @@ def quantized_layers(proto: Any) -> list[str]:
 def layer_macs(fp32: Any, input_shape: Sequence[int], names: Sequence[str]) -> dict[str, float]:
     """Multiply-adds of each named layer at ``input_shape`` (shape inference on a static copy of the fp32 graph).
 
-    A layer whose output shape cannot be inferred counts its weight's size once per output
-    pixel it could have, i.e. its weight's element count: a lower bound, never zero.
+    A junction counts one operation per output element. A layer whose output shape cannot be
+    inferred counts its weight's size once per output pixel it could have, i.e. its weight's
+    element count: a lower bound, never zero.
     """
     import onnx
     from onnx import numpy_helper
@@ -394,7 +452,9 @@ def layer_macs(fp32: Any, input_shape: Sequence[int], names: Sequence[str]) -> d
         out = shapes.get(node.output[0])
         weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
         a = shapes.get(node.input[0])
-        if node.op_type == "Conv" and out and weight:
+        if node.op_type not in LAYER_OPS:  # a junction: one operation per output element
+            value = float(np.prod(out)) if out else 1.0
+        elif node.op_type == "Conv" and out and weight:
             value = float(np.prod(out)) * float(np.prod(weight[1:]))
         elif node.op_type == "ConvTranspose" and a and weight:
             value = float(np.prod(a)) * float(np.prod(weight[1:]))
@@ -492,7 +552,7 @@ def keep_in_float(proto: Any, fp32: Any, names: Sequence[str], *, half: bool = F
             layer.input[k] = float_value(i)
         rebuilt.extend(added)
         added.clear()
-        if half and _fits_fp16(layer, graph):
+        if half and layer.op_type in LAYER_OPS and _fits_fp16(layer, graph):
             rebuilt.extend(_to_half(layer, graph, fresh, helper, numpy_helper, TensorProto))
         else:
             rebuilt.append(layer)
@@ -657,7 +717,7 @@ def keep_fewest_in_float(
     rest = worst[first:SENSITIVITY_REFINE]
     if search is None and rest:  # never refuse on the cheap ranking: measure on more images, search again
         base_rest, errors_rest = _layer_errors(proto, fp32, judge, layers, rest, half=half)
-        weights = tuple(_energy([judge.reference[b] for b in images]) for images in (ranked_on, rest))
+        weights = (len(ranked_on), len(rest))  # margin use is a mean over pixels, and the batches are one shape
         base = _pooled((base, base_rest), weights)
         errors = {n: _pooled((errors[n], errors_rest[n]), weights) for n in layers}
         ranked_on = ranked_on + rest
@@ -669,7 +729,7 @@ def keep_fewest_in_float(
     order, high, share = search
     after, graph = tried[high]
     kept = [
-        {"node": n, "op": _op(proto, n), "float": "fp16" if half else "fp32", "harm": harm[n], "macs_share": macs[n] / total}
+        {"node": n, "op": (op := _op(proto, n)), "float": "fp16" if half and op in LAYER_OPS else "fp32", "harm": harm[n], "macs_share": macs[n] / total}
         for n in order[:high]
     ]
     ranked = [{"node": n, "harm": harm[n]} for n in order[: max(high, 10)]]
@@ -688,7 +748,7 @@ def keep_fewest_in_float(
 
 def _layer_errors(proto: Any, fp32: Any, judge: HeldOutJudge, layers: Sequence[str], images: Sequence[int], *,
                   half: bool) -> tuple[float, dict[str, float]]:  # fmt: skip
-    """The base graph's mask-logit error on ``images`` and each layer's with that layer alone kept in float."""
+    """The base graph's margin use on ``images`` and each layer's with that layer alone kept in float."""
     if judge.as_written:
         with DownstreamRuns(judge, proto, images) as runs:
             for name in layers:
@@ -735,10 +795,10 @@ def _search(proto: Any, fp32: Any, judge: HeldOutJudge, budget: Int8Budget, laye
     return order, high, share
 
 
-def _pooled(errors: Sequence[float], energies: Sequence[float]) -> float:
-    """The relative error over the union of image sets, from each set's error and energy."""
-    total = sum(energies)
-    return sum(e * w for e, w in zip(errors, energies)) / total if total > 0 else sum(errors)
+def _pooled(errors: Sequence[float], weights: Sequence[float]) -> float:
+    """The margin use over the union of image sets, from each set's margin use and size."""
+    total = sum(weights)
+    return sum(e * w for e, w in zip(errors, weights)) / total if total > 0 else sum(errors)
 
 
 def _out_of_budget(budget: Int8Budget, judge: HeldOutJudge, kept: int, layers: int, best: Judgement) -> str:

@@ -16,7 +16,15 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from segexport.calibration import calibration_inputs, validation_inputs
-from segexport.calibration.fallback import DownstreamRuns, HeldOutJudge, Int8Budget, keep_fewest_in_float, keep_in_float, quantized_layers
+from segexport.calibration.fallback import (
+    DownstreamRuns,
+    HeldOutJudge,
+    Int8Budget,
+    keep_fewest_in_float,
+    keep_in_float,
+    margin_use,
+    quantized_layers,
+)
 from segexport.calibration.quantize import check_tensorrt_qdq, quantize_onnx
 from segexport.calibration.sources import CalibrationConfig, held_out_score, load_calibration, load_validation, split_images
 from segexport.errors import InvalidInputError, ParityError
@@ -25,6 +33,8 @@ from segexport.targets import ExportSpec
 SIZE = 32
 #: The node of the int8-hostile layer in :func:`hostile_graph`.
 HOSTILE = "b"
+#: The junction that reads the int8-hostile tensor in :func:`hostile_product_graph`.
+HOSTILE_JUNCTION = "gate_mul"
 
 
 def spec_for(calib: Path | str, **options: object) -> ExportSpec:
@@ -88,6 +98,55 @@ def hostile_graph(path: Path) -> Path:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
         [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, SIZE, SIZE])],
         inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def hostile_product_graph(path: Path) -> Path:
+    """Conv a → ReLU, gated by Conv g (Mul) plus a global term (Add), read by two Convs c1, c2 summed into the head.
+
+    The shape of PAN's feature pyramid attention, ``x * middle + global``. As in
+    :func:`hostile_graph`, a's channel 0 is a constant 5000 that the gate zeroes, so
+    quantizing a's ReLU output rounds the other channels to zero. Only the Mul reads that
+    tensor, and hands a float product on: c1 and c2 (identity on channels 1-3 and 4-7) each
+    restore half the signal when kept in float, the Mul (a junction) all of it.
+    """
+    gains = np.linspace(0.5, 1.5, 7, dtype=np.float32)
+    a_w = np.zeros((8, 3, 3, 3), np.float32)
+    a_w[1:] = gains[:, None, None, None] / 27.0
+    a_b = np.zeros(8, np.float32)
+    a_b[0] = 5000.0
+    g_w = np.zeros((8, 3, 1, 1), np.float32)
+    g_b = np.ones(8, np.float32)
+    g_b[0] = 0.0
+    c1_w, c2_w = np.zeros((8, 8, 1, 1), np.float32), np.zeros((8, 8, 1, 1), np.float32)
+    for c in range(1, 8):
+        (c1_w if c < 4 else c2_w)[c, c] = 1.0
+    head_w = np.zeros((2, 8, 1, 1), np.float32)
+    head_w[1, 1:] = 1.0
+    head_b = np.array([0.0, -0.9 * gains.sum()], np.float32)
+    values = {"a.w": a_w, "a.b": a_b, "g.w": g_w, "g.b": g_b, "global": np.zeros((1, 8, 1, 1), np.float32),
+              "c1.w": c1_w, "c2.w": c2_w, "head.w": head_w, "head.b": head_b}  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["input", "a.w", "a.b"], ["a_out"], name="a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a_out"], ["a_relu"], name="a_relu"),
+        helper.make_node("Conv", ["input", "g.w", "g.b"], ["gate"], name="g"),
+        helper.make_node("Mul", ["a_relu", "gate"], ["gated"], name=HOSTILE_JUNCTION),
+        helper.make_node("Add", ["gated", "global"], ["attended"], name="attended"),
+        helper.make_node("Conv", ["attended", "c1.w"], ["c1_out"], name="c1"),
+        helper.make_node("Conv", ["attended", "c2.w"], ["c2_out"], name="c2"),
+        helper.make_node("Add", ["c1_out", "c2_out"], ["summed"], name="sum"),
+        helper.make_node("Conv", ["summed", "head.w", "head.b"], ["mask"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hostile_product",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, SIZE, SIZE])],
+        [numpy_helper.from_array(v, k) for k, v in values.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     onnx.checker.check_model(model, full_check=True)
@@ -190,6 +249,20 @@ def test_random_calibration_is_judged_on_other_noise():
 # --------------------------------------------------------------------------- the fallback
 
 
+def test_margin_use_counts_a_flipped_pixel_as_one_and_an_eroded_margin_as_its_share():
+    fp32 = np.array([[10.0, 6.0, 0.0], [0.0, 1.0, 9.0]]).T.reshape(1, 3, 1, 2)  # pixel 0: class 0 by 4; pixel 1: class 2 by 8
+    halved = np.array([[9.0, 7.0, 0.0], [0.0, 1.0, 9.0]]).T.reshape(1, 3, 1, 2)  # pixel 0's lead 4 → 2
+    flipped = np.array([[5.0, 6.0, 0.0], [0.0, 1.0, 9.0]]).T.reshape(1, 3, 1, 2)  # pixel 0 now class 1
+    assert margin_use([fp32], [fp32], None) == 0.0
+    assert margin_use([halved], [fp32], None) == pytest.approx(0.25)  # half of one pixel's margin, over two pixels
+    assert margin_use([flipped], [fp32], None) == pytest.approx(0.5)  # capped at 1 for the flipped pixel
+    assert margin_use([fp32 + 100.0], [fp32], None) == 0.0  # a shift every class shares moves no boundary
+    one = np.array([3.0, -1.0]).reshape(1, 1, 1, 2)
+    assert margin_use([np.array([2.0, -3.0]).reshape(1, 1, 1, 2)], [one], None) == pytest.approx(1 / 6)  # 1/3 of pixel 0
+    assert margin_use([np.array([3.0, 0.5]).reshape(1, 1, 1, 2)], [one], None) == pytest.approx(0.5)  # pixel 1 flips
+    assert margin_use([np.array([3.0, 0.5]).reshape(1, 1, 1, 2)], [one], 1.0) == pytest.approx(0.375)  # threshold 1: 3/4 of 2
+
+
 @pytest.mark.parametrize("runtime", ["onnxruntime", "tensorrt"])
 def test_without_the_fallback_the_hostile_layer_ruins_the_held_out_mask(hostile, images, tmp_path, runtime):
     info = quantize_onnx(hostile, tmp_path / "q.onnx", spec_for(images, int8_fallback="off"), runtime=runtime)
@@ -203,7 +276,7 @@ def test_the_fallback_keeps_exactly_the_hostile_layer_in_float(hostile, images, 
     info = quantize_onnx(hostile, out, spec_for(images), runtime=runtime)
     fallback = info["fallback"]
     assert [(k["node"], k["float"]) for k in fallback["kept_in_float"]] == [(HOSTILE, float_type)]
-    assert fallback["needed"] and fallback["quantized_layers"] == 3
+    assert fallback["needed"] and fallback["quantized_layers"] == 4  # a, b, head, and b_relu: a junction into the float head
     assert len(fallback["harm_measured_on"]) == 1 and fallback["harm_measured_on"][0] in info["validation"]["files"]
     assert info["validation"]["before_fallback"]["agreement"] < 0.9
     assert info["validation"]["result"]["agreement"] >= 0.98 and info["validation"]["result"]["mean_iou"] >= 0.95
@@ -212,11 +285,26 @@ def test_the_fallback_keeps_exactly_the_hostile_layer_in_float(hostile, images, 
     layer = next(n for n in model.graph.node if n.name == HOSTILE)
     assert all(producers[i].op_type != "DequantizeLinear" for i in layer.input if i in producers)  # reads no int8
     assert {n.name for n in model.graph.node if n.op_type in ("Conv",)} >= {"a", "head"}
-    assert set(quantized_layers(model)) == {"a", "head"}  # the others stay int8
+    assert set(quantized_layers(model)) == {"a", "b_relu", "head"}  # the others stay int8
     if runtime == "tensorrt":
         check_tensorrt_qdq(model)
         assert producers[layer.input[0]].op_type == "Cast"  # fp16 island
     assert info["speed"]["speedup_vs_fp32"] > 0 if runtime == "onnxruntime" else info["speed"]["measured"] is False
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tensorrt"])
+def test_a_hostile_tensor_only_an_elementwise_op_reads_is_repaired_by_keeping_that_op_in_float(images, tmp_path, runtime):
+    source = hostile_product_graph(tmp_path / "model.onnx")
+    before = quantize_onnx(source, tmp_path / "off.onnx", spec_for(images, int8_fallback="off"), runtime=runtime)
+    assert before["validation"]["result"]["agreement"] < 0.9
+    info = quantize_onnx(source, tmp_path / "q.onnx", spec_for(images), runtime=runtime)
+    assert [(k["node"], k["op"], k["float"]) for k in info["fallback"]["kept_in_float"]] == [(HOSTILE_JUNCTION, "Mul", "fp32")]
+    assert info["validation"]["result"]["agreement"] >= 0.98 and info["validation"]["result"]["mean_iou"] >= 0.95
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    mul = next(n for n in model.graph.node if n.name == HOSTILE_JUNCTION)
+    assert producers[mul.input[0]].op_type == "Relu"  # a float copy of a's ReLU, reading a's output before its quantizer
+    assert {"a", "g", "c1", "c2"} <= set(quantized_layers(model))  # the convolutions stay int8
 
 
 @pytest.fixture(scope="module")
