@@ -66,6 +66,34 @@ def write_two_level_images(folder: Path, count: int = 12, seed: int = 0) -> Path
     return folder
 
 
+def _bright_pixels_behind_a_constant() -> dict[str, np.ndarray]:
+    """Initializers a.w, a.b, head.w, head.b: Conv a (channel 0 a constant 5000, channels 1-7 the brightness), a head for "bright is class 1"."""
+    gains = np.linspace(0.5, 1.5, 7, dtype=np.float32)
+    a_w = np.zeros((8, 3, 3, 3), np.float32)
+    a_w[1:] = gains[:, None, None, None] / 27.0
+    a_b = np.zeros(8, np.float32)
+    a_b[0] = 5000.0
+    head_w = np.zeros((2, 8, 1, 1), np.float32)
+    head_w[1, 1:] = 1.0
+    head_b = np.array([0.0, -0.9 * gains.sum()], np.float32)
+    return {"a.w": a_w, "a.b": a_b, "head.w": head_w, "head.b": head_b}
+
+
+def _save_graph(path: Path, name: str, nodes: list[onnx.NodeProto], values: dict[str, np.ndarray]) -> Path:
+    """A 1x3xSIZExSIZE → 1x2xSIZExSIZE "mask" graph of ``nodes``, checked and saved to ``path``."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, SIZE, SIZE])],
+        [numpy_helper.from_array(v, k) for k, v in values.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def hostile_graph(path: Path) -> Path:
     """Conv a → ReLU → Conv b (1x1) → ReLU → Conv head: bright pixels are class 1.
 
@@ -73,18 +101,10 @@ def hostile_graph(path: Path) -> Path:
     never feels it; quantizing b's input with one scale over 0..5000 rounds the other
     channels (0..2) to zero. Only b is int8-hostile: a's input and the head's are ordinary.
     """
-    gains = np.linspace(0.5, 1.5, 7, dtype=np.float32)
-    a_w = np.zeros((8, 3, 3, 3), np.float32)
-    a_w[1:] = gains[:, None, None, None] / 27.0
-    a_b = np.zeros(8, np.float32)
-    a_b[0] = 5000.0
+    values = _bright_pixels_behind_a_constant()
     b_w = np.zeros((8, 8, 1, 1), np.float32)
     for c in range(1, 8):
         b_w[c, c] = 1.0
-    head_w = np.zeros((2, 8, 1, 1), np.float32)
-    head_w[1, 1:] = 1.0
-    head_b = np.array([0.0, -0.9 * gains.sum()], np.float32)
-    inits = [numpy_helper.from_array(v, k) for k, v in {"a.w": a_w, "a.b": a_b, "b.w": b_w, "head.w": head_w, "head.b": head_b}.items()]
     nodes = [
         helper.make_node("Conv", ["input", "a.w", "a.b"], ["a_out"], name="a", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a_out"], ["a_relu"], name="a_relu"),
@@ -92,17 +112,7 @@ def hostile_graph(path: Path) -> Path:
         helper.make_node("Relu", ["b_out"], ["b_relu"], name="b_relu"),
         helper.make_node("Conv", ["b_relu", "head.w", "head.b"], ["mask"], name="head"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "hostile",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, SIZE, SIZE])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
+    return _save_graph(path, "hostile", nodes, {**values, "b.w": b_w})
 
 
 def hostile_product_graph(path: Path) -> Path:
@@ -114,22 +124,14 @@ def hostile_product_graph(path: Path) -> Path:
     tensor, and hands a float product on: c1 and c2 (identity on channels 1-3 and 4-7) each
     restore half the signal when kept in float, the Mul (a junction) all of it.
     """
-    gains = np.linspace(0.5, 1.5, 7, dtype=np.float32)
-    a_w = np.zeros((8, 3, 3, 3), np.float32)
-    a_w[1:] = gains[:, None, None, None] / 27.0
-    a_b = np.zeros(8, np.float32)
-    a_b[0] = 5000.0
-    g_w = np.zeros((8, 3, 1, 1), np.float32)
+    values = _bright_pixels_behind_a_constant()
     g_b = np.ones(8, np.float32)
     g_b[0] = 0.0
     c1_w, c2_w = np.zeros((8, 8, 1, 1), np.float32), np.zeros((8, 8, 1, 1), np.float32)
     for c in range(1, 8):
         (c1_w if c < 4 else c2_w)[c, c] = 1.0
-    head_w = np.zeros((2, 8, 1, 1), np.float32)
-    head_w[1, 1:] = 1.0
-    head_b = np.array([0.0, -0.9 * gains.sum()], np.float32)
-    values = {"a.w": a_w, "a.b": a_b, "g.w": g_w, "g.b": g_b, "global": np.zeros((1, 8, 1, 1), np.float32),
-              "c1.w": c1_w, "c2.w": c2_w, "head.w": head_w, "head.b": head_b}  # fmt: skip
+    values.update({"g.w": np.zeros((8, 3, 1, 1), np.float32), "g.b": g_b, "global": np.zeros((1, 8, 1, 1), np.float32),
+                   "c1.w": c1_w, "c2.w": c2_w})  # fmt: skip
     nodes = [
         helper.make_node("Conv", ["input", "a.w", "a.b"], ["a_out"], name="a", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a_out"], ["a_relu"], name="a_relu"),
@@ -141,17 +143,7 @@ def hostile_product_graph(path: Path) -> Path:
         helper.make_node("Add", ["c1_out", "c2_out"], ["summed"], name="sum"),
         helper.make_node("Conv", ["summed", "head.w", "head.b"], ["mask"], name="head"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "hostile_product",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, SIZE, SIZE])],
-        [numpy_helper.from_array(v, k) for k, v in values.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
+    return _save_graph(path, "hostile_product", nodes, values)
 
 
 @pytest.fixture(scope="module")
