@@ -47,9 +47,10 @@ reads after). Keeping a layer in float means it computes from the float weights,
 and input it had in the fp32 graph: the ops between it and the previous layers (ReLUs,
 pooling, concatenations, residual additions) are cloned in float for it, reading the
 previous layers' outputs before they are quantized; everything else in the graph is
-unchanged. Without junctions, a quantized tensor that only such ops read could never be
-put back in float: PAN's feature pyramid ends in a product of two of them, and that
-product alone took 13 points of its mask agreement. For onnxruntime a kept layer runs in
+unchanged. Without junctions, a quantized tensor that only such ops read goes back to
+float only with a layer after them, at that layer's multiply-adds: PAN's feature pyramid
+ends in a product of two such tensors; that product in float alone takes its TensorRT form
+from 0.847 to 0.974 mask agreement. For onnxruntime a kept layer runs in
 fp32; for TensorRT a Conv, ConvTranspose, Gemm or MatMul runs in fp16 (a Cast on each
 input and back on its output, fp16 weights), which a strongly typed engine runs as
 written, and a junction in fp32: it is elementwise and cheap, and its operands can be
