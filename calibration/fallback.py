@@ -53,7 +53,8 @@ ends in a product of two such tensors; that product in float alone takes its Ten
 from 0.847 to 0.974 mask agreement. For onnxruntime a kept layer runs in
 fp32; for TensorRT a Conv, ConvTranspose, Gemm or MatMul runs in fp16 (a Cast on each
 input and back on its output, fp16 weights), which a strongly typed engine runs as
-written, and a junction in fp32: it is elementwise and cheap, and its operands can be
+written, unless its weights are beyond fp16's range (:func:`float_type` decides, for the
+graph and the manifest alike), and a junction in fp32: it is elementwise and cheap, and its operands can be
 beyond fp16's precision (PAN's decoder state reaches 38000, where fp16's step is 32).
 
 Nothing int8 is left worth having when the budget needs more than ``max_float_share``
@@ -553,7 +554,7 @@ def keep_in_float(proto: Any, fp32: Any, names: Sequence[str], *, half: bool = F
             layer.input[k] = float_value(i)
         rebuilt.extend(added)
         added.clear()
-        if half and layer.op_type in LAYER_OPS and _fits_fp16(layer, graph):
+        if float_type(source, fp32.graph, half=half) == "fp16":
             rebuilt.extend(_to_half(layer, graph, fresh, helper, numpy_helper, TensorProto))
         else:
             rebuilt.append(layer)
@@ -568,16 +569,25 @@ def keep_in_float(proto: Any, fp32: Any, names: Sequence[str], *, half: bool = F
     return out
 
 
-def _fits_fp16(layer: Any, graph: Any) -> bool:
+def float_type(layer: Any, fp32_graph: Any, *, half: bool) -> str:
+    """What a unit kept in float computes in: "fp16" for a layer of the TensorRT form whose weights fit fp16, else "fp32".
+
+    Args:
+        layer: the unit's node in the fp32 graph.
+        fp32_graph: the fp32 graph (its initializers are the float weights).
+        half: the kept layers run in fp16 where they can (TensorRT) rather than fp32 (onnxruntime).
+    """
+    if not half or layer.op_type not in LAYER_OPS:
+        return "fp32"  # a junction is elementwise and cheap, and its operands can be beyond fp16's precision
     from onnx import numpy_helper
 
-    inits = {t.name: t for t in graph.initializer}
-    for i in layer.input:
-        if i in inits:
-            arr = numpy_helper.to_array(inits[i])
+    weights = {i for i in layer.input if i}
+    for t in fp32_graph.initializer:
+        if t.name in weights:
+            arr = numpy_helper.to_array(t)
             if arr.dtype == np.float32 and arr.size and float(np.abs(arr).max()) > _FP16_MAX:
-                return False
-    return True
+                return "fp32"
+    return "fp16"
 
 
 def _to_half(layer: Any, graph: Any, fresh: Callable[[str], str], helper: Any, numpy_helper: Any, TensorProto: Any) -> list[Any]:
@@ -729,10 +739,12 @@ def keep_fewest_in_float(
         raise ParityError(_out_of_budget(budget, judge, best[0], len(layers), best[1][0]))
     order, high, share = search
     after, graph = tried[high]
+    fp32_nodes = {n.name: n for n in fp32.graph.node}
     kept = [
-        {"node": n, "op": (op := _op(proto, n)), "float": "fp16" if half and op in LAYER_OPS else "fp32", "harm": harm[n], "macs_share": macs[n] / total}
+        {"node": n, "op": _op(proto, n), "float": float_type(fp32_nodes[n], fp32.graph, half=half), "harm": harm[n],
+         "macs_share": macs[n] / total}
         for n in order[:high]
-    ]
+    ]  # fmt: skip
     ranked = [{"node": n, "harm": harm[n]} for n in order[: max(high, 10)]]
     return FallbackResult(
         proto=graph,

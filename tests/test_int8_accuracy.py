@@ -94,17 +94,19 @@ def _save_graph(path: Path, name: str, nodes: list[onnx.NodeProto], values: dict
     return path
 
 
-def hostile_graph(path: Path) -> Path:
+def hostile_graph(path: Path, b_gain: float = 1.0) -> Path:
     """Conv a → ReLU → Conv b (1x1) → ReLU → Conv head: bright pixels are class 1.
 
     a's channel 0 is a constant 5000 that b ignores (zero weights), so the float graph
     never feels it; quantizing b's input with one scale over 0..5000 rounds the other
     channels (0..2) to zero. Only b is int8-hostile: a's input and the head's are ordinary.
+    b multiplies its channels by ``b_gain`` and the head divides them by it again.
     """
     values = _bright_pixels_behind_a_constant()
+    values["head.w"] = values["head.w"] / np.float32(b_gain)
     b_w = np.zeros((8, 8, 1, 1), np.float32)
     for c in range(1, 8):
-        b_w[c, c] = 1.0
+        b_w[c, c] = b_gain
     nodes = [
         helper.make_node("Conv", ["input", "a.w", "a.b"], ["a_out"], name="a", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a_out"], ["a_relu"], name="a_relu"),
@@ -282,6 +284,19 @@ def test_the_fallback_keeps_exactly_the_hostile_layer_in_float(hostile, images, 
         check_tensorrt_qdq(model)
         assert producers[layer.input[0]].op_type == "Cast"  # fp16 island
     assert info["speed"]["speedup_vs_fp32"] > 0 if runtime == "onnxruntime" else info["speed"]["measured"] is False
+
+
+def test_a_kept_layer_whose_weights_overflow_fp16_runs_and_is_recorded_in_fp32(images, tmp_path):
+    source = hostile_graph(tmp_path / "model.onnx", b_gain=1e5)  # b's weights are beyond fp16's largest, 65504
+    info = quantize_onnx(source, tmp_path / "q.onnx", spec_for(images), runtime="tensorrt")
+    assert [(k["node"], k["float"]) for k in info["fallback"]["kept_in_float"]] == [(HOSTILE, "fp32")]
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    layer = next(n for n in model.graph.node if n.name == HOSTILE)
+    assert producers[layer.input[0]].op_type == "Relu"  # a float copy of a's ReLU, no Cast to fp16
+    weights = {t.name: t.data_type for t in model.graph.initializer}
+    assert weights[layer.input[1]] == TensorProto.FLOAT
+    check_tensorrt_qdq(model)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "tensorrt"])
