@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segexport.errors import ExportError, ParityError
-from segexport.onnx_files import infer_shapes
+from segexport.onnx_files import drop_unused_initializers, infer_shapes
 
 from .sources import DEFAULT_MAX_FLOAT_SHARE, DEFAULT_MIN_IOU
 
@@ -641,13 +641,13 @@ def _topological(nodes: list[Any], available: set[str]) -> list[Any]:
 
 
 def _prune(graph: Any) -> None:
-    """Drop Q/DQ nodes nothing reads any more, then initializers nothing reads."""
+    """Drop the nodes nothing reads any more (the Q/DQ pairs and float ops a kept layer no longer reads), then initializers."""
     import onnx
 
     outputs = {o.name for o in graph.output}
     while True:
         used = {i for n in graph.node for i in n.input} | outputs
-        keep = [n for n in graph.node if n.op_type not in _QDQ or any(o in used for o in n.output)]
+        keep = [n for n in graph.node if any(o in used for o in n.output)]
         if len(keep) == len(graph.node):
             break
         copies = []
@@ -657,16 +657,7 @@ def _prune(graph: Any) -> None:
             copies.append(copy)
         del graph.node[:]
         graph.node.extend(copies)
-    used = {i for n in graph.node for i in n.input} | outputs
-    if any(t.name not in used for t in graph.initializer):
-        kept = []
-        for t in graph.initializer:
-            if t.name in used:
-                copy = onnx.TensorProto()
-                copy.CopyFrom(t)
-                kept.append(copy)
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+    drop_unused_initializers(graph)
 
 
 @dataclass

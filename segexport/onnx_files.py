@@ -51,6 +51,24 @@ def check_onnx(path: Path, what: str) -> None:
         raise ExportError(f"{what} fails onnx.checker: {first_line(exc)}") from exc
 
 
+def drop_unused_initializers(graph: Any) -> int:
+    """Remove the initializers no node and no graph output reads (after a rewrite); returns how many."""
+    import onnx
+
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    kept = []
+    for t in graph.initializer:
+        if t.name in used:
+            copy = onnx.TensorProto()  # protobuf hands out wrappers into the list being cleared
+            copy.CopyFrom(t)
+            kept.append(copy)
+    dropped = len(graph.initializer) - len(kept)
+    if dropped:
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return dropped
+
+
 def infer_shapes(proto: Any, **options: Any) -> Any:
     """onnx's shape inference, shielded from Ctrl-C like :func:`check_onnx`; raises what onnx raises."""
     import onnx

@@ -32,6 +32,7 @@ from segexport.errors import ExportError
 from segexport.onnx_files import (
     PROTOBUF_LIMIT,
     check_onnx,
+    drop_unused_initializers,
     infer_shapes,
     make_deterministic,
     save_onnx,
@@ -180,12 +181,7 @@ def to_fp16(model: Any) -> dict[str, Any]:
     graph.node.extend(rebuilt)
 
     graph.initializer.extend(new_inits)
-    used = {i for n in graph.node for i in n.input} | {v.name for v in graph.output}
-    kept = [t for t in graph.initializer if t.name in used]
-    if len(kept) < len(graph.initializer):
-        kept = [_copy_tensor(t) for t in kept]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+    drop_unused_initializers(graph)
     _refresh_value_info(model, types)
     return {"fp16_nodes": len(half_nodes), "fp32_data_path_nodes": dict(sorted(fp32_ops.items())), "casts": casts}
 
@@ -216,14 +212,6 @@ def _refresh_value_info(model: Any, types: dict[str, int]) -> None:
     for value in model.graph.value_info:
         if value.name in types and value.type.HasField("tensor_type"):
             value.type.tensor_type.elem_type = types[value.name]
-
-
-def _copy_tensor(tensor: Any) -> Any:
-    from onnx import TensorProto
-
-    copy = TensorProto()
-    copy.CopyFrom(tensor)
-    return copy
 
 
 def _max_abs(init: Any) -> float:

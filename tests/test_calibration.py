@@ -16,14 +16,11 @@ import pytest
 import torch
 from cases import tiny_kwargs
 from onnx import numpy_helper
-from torch import nn
-from trained_model import cached_checkpoint, write_photos
-
-import segexport
 from segexport.arch.encoders.weights import PretrainedSettings
 from segexport.calibration import calibration_inputs
 from segexport.calibration import quantize as quantize_module
-from segexport.calibration.quantize import quantize_onnx
+from segexport.calibration.fallback import keep_in_float
+from segexport.calibration.quantize import GELU_OPSET, activation_matmuls, fuse_gelu, quantize_onnx
 from segexport.calibration.sources import (
     CalibrationConfig,
     evenly_spaced,
@@ -32,10 +29,14 @@ from segexport.calibration.sources import (
     normalize,
     read_image,
 )
-from segexport.errors import InvalidInputError
 from segexport.targets import ExportSpec
 from segexport.targets.onnx import export_onnx
 from segexport.targets.runners import OnnxRuntimeRunner
+from torch import nn
+from trained_model import cached_checkpoint, write_photos
+
+import segexport
+from segexport.errors import InvalidInputError
 
 pytest.importorskip("skimage", reason="calibration photos come from scikit-image (a test extra)")
 
@@ -82,6 +83,35 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny") / "model.onnx"
     export_onnx(TinyNet().eval(), dataclasses.replace(spec_for(None), dynamic=True), path)  # any input size
+    return path
+
+
+class TinyAttention(nn.Module):
+    """A patch embedding, one self-attention and one GELU MLP over its tokens, a 1x1 head: MiT's block in small."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 4, stride=4)
+        self.qkv = nn.Linear(8, 24)
+        self.fc1, self.act, self.fc2 = nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        y = self.embed(x)
+        b, c, h, w = y.shape
+        t = y.flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(t).chunk(3, dim=-1)
+        t = t + torch.softmax(q @ k.transpose(1, 2) * c**-0.5, dim=-1) @ v
+        t = t + self.fc2(self.act(self.fc1(t)))
+        y = t.transpose(1, 2).reshape(b, c, h, w)
+        return (nn.functional.interpolate(self.head(y), scale_factor=4.0, mode="bilinear"),)
+
+
+@pytest.fixture(scope="module")
+def attention_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("attention") / "model.onnx"
+    export_onnx(TinyAttention().eval(), spec_for(None), path)
     return path
 
 
@@ -218,6 +248,125 @@ def test_onnxruntime_graph_uses_uint8_activations(tiny_onnx, photos, tmp_path):
     producers = {o: n for n in model.graph.node for o in n.output}
     weight_inputs = [producers[n.input[1]].input[0] for n in model.graph.node if n.op_type == "Conv"]
     assert len(weight_inputs) == 3 and all(inits[w].dtype == np.int8 for w in weight_inputs)  # stored as int8
+
+
+def _inputs_from(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum(a * b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_onnxruntime_graph_runs_each_gelu_as_one_node_and_attention_products_in_float(attention_onnx, photos, tmp_path, monkeypatch):
+    out, unfused = tmp_path / "model.onnx", tmp_path / "unfused.onnx"
+    spec = spec_for(photos, calib_count=4)
+    info = quantize_onnx(attention_onnx, out, spec)
+    with monkeypatch.context() as patch:
+        patch.setattr(quantize_module, "fuse_gelu", lambda proto: 0)
+        quantize_onnx(attention_onnx, unfused, spec)
+    model = onnx.load(str(out))
+    ops = [n.op_type for n in model.graph.node]
+    assert info["fused_gelu"] == ops.count("Gelu") == 1 and "Erf" not in ops
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {GELU_OPSET}
+    products = activation_matmuls(onnx.load(str(attention_onnx)))
+    assert len(products) == 2  # q @ k^T and attn @ v; the Linear layers' MatMuls have weights
+    producers = _inputs_from(model)
+    for node in (n for n in model.graph.node if n.name in products):
+        assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers)
+    # The same int8 graph with the GELU written out: the fusion changes the ops, not the values.
+    inputs = calibration_inputs(spec)
+    ref = np.concatenate([r["mask"] for r in OnnxRuntimeRunner(unfused).run(inputs)])
+    got = np.concatenate([r["mask"] for r in OnnxRuntimeRunner(out).run(inputs)])
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_tensorrt_graph_keeps_gelu_as_exported_and_quantizes_attention(attention_onnx, photos, tmp_path):
+    out = tmp_path / "model.onnx"
+    info = quantize_onnx(attention_onnx, out, spec_for(photos, calib_count=4), runtime="tensorrt")
+    model = onnx.load(str(out))
+    ops = [n.op_type for n in model.graph.node]
+    assert info["fused_gelu"] == 0 and "Gelu" not in ops and "Erf" in ops
+    producers = _inputs_from(model)
+    for node in (n for n in model.graph.node if n.name in activation_matmuls(onnx.load(str(attention_onnx)))):
+        assert all(producers[i].op_type == "DequantizeLinear" for i in node.input)
+
+
+def test_a_layer_after_a_fused_gelu_is_kept_in_float_from_the_fused_fp32_graph(attention_onnx, photos, tmp_path):
+    out = tmp_path / "model.onnx"
+    spec = spec_for(photos, calib_count=4)
+    quantize_onnx(attention_onnx, out, spec)
+    proto, fp32 = onnx.load(str(out)), onnx.load(str(attention_onnx))
+    assert fuse_gelu(fp32) == 1
+    # fc2: the first layer downstream of the Gelu (through its Q/DQ pair and a Reshape).
+    tensors, fc2 = [next(n for n in proto.graph.node if n.op_type == "Gelu").output[0]], None
+    while fc2 is None:
+        readers = [n for n in proto.graph.node if tensors[-1] in n.input]
+        fc2 = next((n for n in readers if n.op_type in ("Gemm", "MatMul")), None)
+        tensors.append(readers[0].output[0])
+    kept = keep_in_float(proto, fp32, [fc2.name])
+    # fc2 now reads, through float ops only, a float Gelu cloned from the fp32 graph; the int8 one is gone.
+    kept_producers = _inputs_from(kept)
+    source = kept_producers[next(n for n in kept.graph.node if n.name == fc2.name).input[0]]
+    while source.op_type != "Gelu":
+        assert source.op_type not in ("QuantizeLinear", "DequantizeLinear")
+        source = kept_producers[source.input[0]]
+    assert [n.op_type for n in kept.graph.node].count("Gelu") == 1
+    read = {i for n in kept.graph.node for i in n.input} | {o.name for o in kept.graph.output}
+    assert all(any(o in read for o in n.output) for n in kept.graph.node)
+    onnx.checker.check_model(kept, full_check=True)
+    path = tmp_path / "kept.onnx"
+    onnx.save(kept, str(path))
+    # Only fc2 changed: the output stays that of the int8 graph, up to fc2's own quantization error.
+    inputs = calibration_inputs(spec)
+    ref = np.concatenate([r["mask"] for r in OnnxRuntimeRunner(out).run(inputs)])
+    got = np.concatenate([r["mask"] for r in OnnxRuntimeRunner(path).run(inputs)])
+    assert _cosine(ref, got) > 0.99
+
+
+def _gelu_graph(order: str, *, add: float = 1.0, erf_is_output: bool = False) -> onnx.ModelProto:
+    """x -> GELU written out in one of the exporters' orders -> y, in a float graph of opset 18."""
+    from onnx import TensorProto, helper
+
+    consts = {"sqrt2": np.float32(np.sqrt(2.0)), "rsqrt2": np.float32(np.sqrt(0.5)), "one": np.float32(add), "half": np.float32(0.5)}
+    inits = [numpy_helper.from_array(np.array(v), k) for k, v in consts.items()]
+    scale = helper.make_node("Mul", ["x", "rsqrt2"], ["s"], name="act/Mul_0") if order == "rsqrt2" else helper.make_node(
+        "Div", ["x", "sqrt2"], ["s"], name="act/Div")
+    nodes = [scale, helper.make_node("Erf", ["s"], ["e"], name="act/Erf"), helper.make_node("Add", ["e", "one"], ["a"], name="act/Add")]
+    if order in ("torchscript", "rsqrt2"):  # (x * (1 + erf)) * 0.5
+        nodes += [helper.make_node("Mul", ["x", "a"], ["p"], name="act/Mul"), helper.make_node("Mul", ["p", "half"], ["y"], name="act/Mul_1")]
+    elif order == "dynamo":  # x * (0.5 * (1 + erf))
+        nodes += [helper.make_node("Mul", ["half", "a"], ["p"], name="act/Mul"), helper.make_node("Mul", ["x", "p"], ["y"], name="act/Mul_1")]
+    else:  # (x * 0.5) * (1 + erf)
+        nodes += [helper.make_node("Mul", ["x", "half"], ["h"], name="act/Mul"), helper.make_node("Mul", ["h", "a"], ["y"], name="act/Mul_1")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])]
+    if erf_is_output:
+        outputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 5]))
+    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("order", ["torchscript", "dynamo", "half_first", "rsqrt2"])
+def test_fuse_gelu_rewrites_every_exported_order_as_one_exact_gelu(order):
+    import onnxruntime as ort
+
+    model = _gelu_graph(order)
+    x = np.linspace(-6, 6, 10, dtype=np.float32).reshape(2, 5)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert fuse_gelu(model) == 1
+    assert [(n.op_type, n.name, list(n.input), list(n.output)) for n in model.graph.node] == [("Gelu", "act/Gelu", ["x"], ["y"])]
+    assert not model.graph.initializer and model.opset_import[0].version == GELU_OPSET
+    onnx.checker.check_model(model, full_check=True)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("change", "options"), [("not erf + 1", {"add": 2.0}), ("erf read elsewhere", {"erf_is_output": True})])
+def test_fuse_gelu_leaves_lookalikes_alone(change, options):
+    model = _gelu_graph("torchscript", **options)
+    before = model.SerializeToString()
+    assert fuse_gelu(model) == 0
+    assert model.SerializeToString() == before
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
