@@ -324,6 +324,21 @@ def test_a_layer_after_a_fused_gelu_is_kept_in_float_from_the_fused_fp32_graph(a
     assert _cosine(ref, got) > 0.99
 
 
+def test_openvino_reads_the_fused_gelu_as_onnxruntime_does(attention_onnx, photos, tmp_path):
+    """The C++ route for ONNX bundles (examples/cpp) is OpenVINO: it must take opset 20's Gelu."""
+    ov = pytest.importorskip("openvino")
+    fused = onnx.load(str(attention_onnx))
+    assert fuse_gelu(fused) == 1
+    path = tmp_path / "fused.onnx"
+    onnx.save(fused, str(path))
+    inputs = calibration_inputs(spec_for(photos, calib_count=2))
+    expected = np.concatenate([r["mask"] for r in OnnxRuntimeRunner(attention_onnx).run(inputs)])
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU")
+    got = np.concatenate([compiled(x)[0] for x in inputs])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def _gelu_graph(order: str, *, add: float = 1.0, erf_is_output: bool = False) -> onnx.ModelProto:
     """x -> GELU written out in one of the exporters' orders -> y, in a float graph of opset 18."""
     from onnx import TensorProto, helper
