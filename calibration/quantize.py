@@ -345,9 +345,9 @@ def activation_matmuls(model: Any) -> list[str]:
 
     The onnxruntime form leaves them in float: onnxruntime runs a quantized one as
     QLinearMatMul with a requantization on each side, which on attention's small, batched
-    products costs more than the int8 product saves (pspnet-mit_b0's graph at 512x512:
-    1.16x the fp32 speed with them quantized, 1.21x without). A MatMul against a weight
-    stays quantized.
+    products costs more than the int8 product saves (benchmarks/int8_rewrites.py, 512x512:
+    pspnet-mit_b0 1.01x the fp32 speed with them quantized, 1.06x without; linknet-mit_b0
+    1.04x and 1.13x). A MatMul against a weight stays quantized.
     """
     constants = {t.name for t in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
@@ -362,14 +362,15 @@ _SQRT_HALF = float(np.sqrt(0.5))
 def fuse_gelu(proto: Any) -> int:
     """Rewrite each exact GELU an exporter decomposed, ``0.5 * x * (1 + erf(x / sqrt(2)))``, as one Gelu node.
 
-    The products may come in any of the orders the two exporters write: ``(x * (1 + erf)) * 0.5``
-    (TorchScript-based), ``x * (0.5 * (1 + erf))`` (dynamo) or ``(x * 0.5) * (1 + erf)``.
+    The products may come in either order the two exporters write: ``(x * (1 + erf)) * 0.5``
+    (TorchScript-based) or ``x * (0.5 * (1 + erf))`` (dynamo); the scaling may be a Div by
+    sqrt(2) or, as graph optimizers rewrite it, a Mul by 1/sqrt(2).
 
     onnxruntime fuses that pattern itself in a float graph, but in a Q/DQ graph it first
     gives each consumer of a dequantized tensor its own DequantizeLinear, so the Div and
     the Mul that read ``x`` no longer read the same tensor and the fusion misses: MiT's
-    Mix-FFN then runs five elementwise ops per GELU (pspnet-mit_b0's int8 graph at 512x512:
-    1.15x the fp32 speed decomposed, 1.23x fused). The Gelu node takes the Erf node's name
+    Mix-FFN then runs five elementwise ops per GELU (benchmarks/int8_rewrites.py, 512x512:
+    pspnet-mit_b0's int8 graph 0.97x the fp32 speed decomposed, 1.01x fused). The Gelu node takes the Erf node's name
     with ``Erf`` replaced by ``Gelu`` and writes the last Mul's output tensor, so names
     stay the same in an fp32 and a Q/DQ graph rewritten alike. The graph's default-domain
     opset is raised to :data:`GELU_OPSET` when a GELU is fused (opsets 19 and 20 only
@@ -413,10 +414,9 @@ def fuse_gelu(proto: Any) -> int:
             return None
         return users[0]
 
-    def binary_mul_with(k: int, operand: str, value: float) -> str | None:
-        """If Mul node ``k`` multiplies ``operand`` by the constant ``value``, its output."""
-        node = nodes[k]
-        return node.output[0] if node.op_type == "Mul" and near(other(node, operand), value) else None
+    def multiplies(k: int, operand: str, value: float) -> bool:
+        """Whether node ``k`` is a Mul of ``operand`` by the constant ``value``."""
+        return nodes[k].op_type == "Mul" and near(other(nodes[k], operand), value)
 
     fused: dict[int, Any] = {}  # the last node of each pattern -> the Gelu that replaces it
     drop: set[int] = set()
@@ -443,7 +443,7 @@ def fuse_gelu(proto: Any) -> int:
         pattern = [pre, e, add, product]
         if partner == x:  # (x * (1 + erf)) * 0.5
             last = sole_reader(nodes[product].output[0], "Mul")
-            if last is None or binary_mul_with(last, nodes[product].output[0], 0.5) is None:
+            if last is None or not multiplies(last, nodes[product].output[0], 0.5):
                 continue
             pattern.append(last)
         elif near(partner, 0.5):  # x * (0.5 * (1 + erf)), the dynamo exporter's order
@@ -451,12 +451,6 @@ def fuse_gelu(proto: Any) -> int:
             if last is None or other(nodes[last], nodes[product].output[0]) != x:
                 continue
             pattern.append(last)
-        elif partner in producer and binary_mul_with(producer[partner], x, 0.5) is not None:  # (x * 0.5) * (1 + erf)
-            half = producer[partner]
-            if len(readers.get(partner, [])) != 1 or partner in outputs:
-                continue
-            pattern.append(half)
-            last = product
         else:
             continue
         if drop & set(pattern):
